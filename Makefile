@@ -1,0 +1,52 @@
+# directord: build, test tiers, benchmarks, demo.
+# `make test` is what CI runs (.ci/run): it installs what it needs and runs
+# every tier; with CI=true no tier may skip.
+
+GO        ?= go
+BIN       := bin
+FUZZTIME  ?= 20s
+# Tiers are picked by test name: TestNetns* need root and network
+# namespaces on the host kernel, TestVM* boot the qemu guest with IPVS;
+# everything else is the unprivileged unit tier.
+PRIV      := ^Test(Netns|VM)
+
+.PHONY: all build deps vet test test-unit test-netns test-vm fuzz bench demo clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/directord ./cmd/directorctl
+
+deps:
+	@scripts/install-deps.sh
+	@$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+test: deps vet test-unit fuzz test-netns test-vm
+
+test-unit:
+	@scripts/test-tier.sh unit -skip '$(PRIV)'
+
+test-netns:
+	@scripts/test-tier.sh netns -run '^TestNetns'
+
+test-vm:
+	@scripts/test-tier.sh vm -timeout 20m -run '^TestVM'
+
+# Every parser's fuzz target, briefly; run longer with FUZZTIME=10m.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+
+bench:
+	@echo "bench: no benchmarks yet; the VRRP, IPVS and health-check work adds them, each as a ratio against keepalived/ipvsadm measured in the same run"
+
+demo: build
+	@echo "demo: builds directord and (from the end-to-end work on) runs a director pair with DR and NAT services in network namespaces or the IPVS VM."
+	@echo "demo: today this build validates configurations only:"
+	@for f in deploy/examples/*.yaml; do ./$(BIN)/directord check -c $$f || exit 1; done
+
+clean:
+	rm -rf $(BIN)
