@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // labSeq numbers the labs of this process; with the pid it makes namespace
@@ -108,6 +110,7 @@ func (lab *Lab) setup() error {
 	if err := shareRunDir(); err != nil {
 		return err
 	}
+	sweepStale()
 	ns, err := newNamedNS(lab.Switch)
 	if err != nil {
 		return err
@@ -136,6 +139,34 @@ func (lab *Lab) setup() error {
 	}
 	lab.LAN, err = lab.newSegment("lan")
 	return err
+}
+
+// staleName matches the namespaces of any lab: "dl<pid>-<n>-<label>".
+var staleName = regexp.MustCompile(`^dl([0-9]+)-[0-9]+-`)
+
+// sweepStale removes namespaces left by a test process that died without
+// its cleanup (SIGKILL, a timeout): their pid no longer runs. Names of live
+// processes, including parallel test binaries, are left alone.
+var sweepStale = sync.OnceFunc(sweepStaleOnce)
+
+func sweepStaleOnce() {
+	names, err := Namespaces()
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		m := staleName.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			_ = deleteNamedNS(name)
+		}
+	}
 }
 
 func (lab *Lab) switchPath() string { return filepath.Join(RunDir, lab.Switch) }

@@ -590,3 +590,30 @@ func waitOperState(t *testing.T, h *Host, ifname string, ok func(netlink.LinkOpe
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A test binary killed with SIGKILL leaves its namespaces behind; the first
+// lab of the next run removes those whose process is gone, and no others.
+func TestNetnsNewLabSweepsStaleNamespaces(t *testing.T) {
+	Require(t)
+	// A pid that cannot be running: above pid_max's ceiling.
+	stale := "dl4194305-1-sw"
+	if _, err := newNamedNS(stale); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deleteNamedNS(stale) })
+	live := fmt.Sprintf("dl%d-999-sw", os.Getppid())
+	if _, err := newNamedNS(live); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deleteNamedNS(live) })
+
+	// New sweeps once per process; call the sweep itself.
+	sweepStaleOnce()
+	names := namespaces(t)
+	if slices.Contains(names, stale) {
+		t.Errorf("stale namespace %s not removed", stale)
+	}
+	if !slices.Contains(names, live) {
+		t.Errorf("namespace %s of a live process was removed", live)
+	}
+}
