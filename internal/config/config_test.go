@@ -305,6 +305,12 @@ func TestRules(t *testing.T) {
 		{"dns check", service(svc + "      check: {type: dns, record: AXFR}\n"), []string{
 			`5:7: ipvs.virtual_services[0].check.query: required for a dns check`,
 			`5:26: ipvs.virtual_services[0].check.record: "AXFR" is not one of A, AAAA`}},
+		{"none check still validates timing", service(svc + "      check: {type: none, interval: -1s}\n"), []string{
+			`5:27: ipvs.virtual_services[0].check.interval: must be greater than 0, got -1s`}},
+		{"zones", instance("      vrid: 1\n      virtual_addresses: ['2001:db8::50']\n      source_address: 'fe80::1%eth0'\n      unicast_peers: ['fe80::2%eth0']\n") + "sync: {interface: eth1, group: 'ff02::81%eth1'}\n", []string{
+			`7:7: vrrp.instances[0].source_address: fe80::1%eth0: an address takes no zone here`,
+			`8:23: vrrp.instances[0].unicast_peers[0]: fe80::2%eth0: an address takes no zone here`,
+			`9:25: sync.group: ff02::81%eth1: an address takes no zone here`}},
 		{"exec check", service(svc + "      check: {type: exec, dynamic_weight: true}\n"), []string{
 			`5:7: ipvs.virtual_services[0].check.command: required: the command as a list`}},
 		{"real server check inherits, reports once", service(svc + "      check: {type: http, path: bad}\n      real_servers:\n        - {address: 198.51.100.11, check: {port: 70000, send: x}}\n"), []string{
@@ -347,9 +353,9 @@ func TestValidVariants(t *testing.T) {
 			"    - name: VI_6\n      interface: eth0\n      vrid: 51\n      virtual_addresses: ['2001:db8::50']\n",
 		"v3 interval bounds": instance("      vrid: 1\n      advert_interval: 10ms\n      virtual_addresses: [192.0.2.50]\n") +
 			"    - name: VI_2\n      interface: eth0\n      vrid: 2\n      advert_interval: 40.95s\n      virtual_addresses: [192.0.2.51]\n",
-		"v2 with pass auth": instance("      vrid: 1\n      version: 2\n      advert_interval: 255s\n      authentication: {type: pass, password: '12345678'}\n      virtual_addresses: [192.0.2.50]\n"),
-		"empty source address means default": instance("      vrid: 1\n      source_address: ''\n      virtual_addresses: [192.0.2.50]\n"),
-		"tls_skip_verify false on http":      service("      address: 192.0.2.50:80\n      check: {type: http, tls_skip_verify: false}\n"),
+		"v2 with pass auth":                             instance("      vrid: 1\n      version: 2\n      advert_interval: 255s\n      authentication: {type: pass, password: '12345678'}\n      virtual_addresses: [192.0.2.50]\n"),
+		"empty source address means default":            instance("      vrid: 1\n      source_address: ''\n      virtual_addresses: [192.0.2.50]\n"),
+		"tls_skip_verify false on http":                 service("      address: 192.0.2.50:80\n      check: {type: http, tls_skip_verify: false}\n"),
 		"dr reals without port, fwmark with check port": service("      fwmark: 7\n      family: ipv6\n      check: {port: 80}\n      real_servers:\n        - {address: '2001:db8::11'}\n"),
 		"persistent all-port service":                   service("      address: 192.0.2.50:0\n      persistence: {timeout: 300s, netmask: 255.255.255.0}\n      real_servers:\n        - {address: 198.51.100.11}\n      check: {port: 80}\n"),
 		"udp one-packet with hex payload":               service("      address: 192.0.2.50:53\n      protocol: udp\n      one_packet: true\n      check: {type: udp, send: '0xdeadbeef', expect: pong}\n"),

@@ -256,12 +256,15 @@ func (x *v) instances(scripts, services map[string]int) map[string]int {
 			if in.SourceAddress.IsValid() && in.SourceAddress.Is6() != v6 {
 				x.errf(ip+".source_address", "%s is not %s like the instance's virtual addresses", in.SourceAddress, fam)
 			}
+			x.noZone(ip+".source_address", in.SourceAddress)
 			seen := map[netip.Addr]bool{}
 			for j, peer := range in.UnicastPeers {
 				pp := joinIndex(ip+".unicast_peers", j)
 				switch {
 				case !peer.IsValid():
 					x.errf(pp, "required: the peer's address")
+				case peer.Zone() != "":
+					x.errf(pp, "%s: an address takes no zone here; the instance's interface is the zone", peer)
 				case peer.Is6() != v6:
 					x.errf(pp, "%s is not %s like the instance's virtual addresses", peer, fam)
 				case seen[peer]:
@@ -310,6 +313,12 @@ func (x *v) instances(scripts, services map[string]int) map[string]int {
 		}
 	}
 	return x.uniqueNames("instance", len(is), func(i int) string { return is[i].Name }, p)
+}
+
+func (x *v) noZone(path string, a netip.Addr) {
+	if a.Zone() != "" {
+		x.errf(path, "%s: an address takes no zone here; the interface is the zone", a)
+	}
 }
 
 func (x *v) oneOfInt(path string, val int, allowed ...int) bool {
@@ -470,6 +479,9 @@ func (x *v) syncGroups(instances map[string]int) {
 				continue
 			}
 			member[name] = g.Name
+		}
+		if len(g.Instances) > 0 && len(known) == 0 {
+			x.warnf(p(i)+".instances", "ignored: the group names no existing instance")
 		}
 		g.Instances = known
 	}
@@ -734,15 +746,15 @@ func (x *v) check(cp string, vs *VirtualService, c *Check, rs *RealServer) {
 			x.errf(cp+"."+key, "%s does not apply to a %s check (only %s)", key, c.Type, strings.Join(types, ", "))
 		}
 	}
-	if c.Type == "none" {
-		return
-	}
 	if x.positive(cp+".interval", c.Interval) && x.positive(cp+".timeout", c.Timeout) && c.Timeout > c.Interval {
 		x.errf(cp+".timeout", "%s is longer than interval %s: checks would overlap", c.Timeout, c.Interval)
 	}
 	x.intRange(cp+".rise", c.Rise, 1, 1000)
 	x.intRange(cp+".fall", c.Fall, 1, 1000)
 	x.intRange(cp+".port", c.Port, 0, 65535)
+	if c.Type == "none" {
+		return
+	}
 	switch c.Type {
 	case "http", "https":
 		if c.Path != "" && !strings.HasPrefix(c.Path, "/") {
@@ -828,6 +840,7 @@ func (x *v) sync(instances map[string]int) {
 		}
 	}
 	x.intRange("sync.max_len", s.MaxLen, 0, 65535)
+	x.noZone("sync.group", s.Group)
 	if !s.Group.IsValid() {
 		x.errf("sync.group", "required: a multicast group (default 224.0.0.81)")
 	} else if !s.Group.IsMulticast() {

@@ -4,9 +4,11 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/directord/directord/internal/config"
 )
@@ -41,6 +43,9 @@ func Unsupported(cfg *config.Config) config.Errors {
 	if cfg.Node.MetricsAddress != "" {
 		add("node.metrics_address", "the metrics listener")
 	}
+	slices.SortStableFunc(errs, func(a, b config.Error) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
 	return errs
 }
 
