@@ -16,18 +16,25 @@ want keepalived keepalived
 want ipvsadm ipvsadm
 want tcpdump tcpdump
 want ping iputils-ping
+want xz xz-utils
 # The VM's userland is the static busybox; a dynamic busybox does not count.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 
-if [ ${#need[@]} -eq 0 ]; then
+# The VM tier downloads Debian's current kernel package, which apt can only
+# name with its package lists in place.
+kernel_known() { apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'linux-image-[0-9]'; }
+
+if [ ${#need[@]} -eq 0 ] && kernel_known; then
 	echo "install-deps: everything is installed"
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-	echo "install-deps: missing Debian packages: ${need[*]} (run as root to install them)" >&2
+	echo "install-deps: missing Debian packages (${need[*]}) or apt lists; run as root to install them" >&2
 	exit 1
 fi
-echo "install-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [ ${#need[@]} -gt 0 ]; then
+	echo "install-deps: installing ${need[*]}"
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -15,9 +15,9 @@ rc=$?
 passed=$(grep -cE '^\s*--- PASS' "$log")
 failed=$(grep -cE '^\s*--- FAIL' "$log")
 skipped=$(grep -cE '^\s*--- SKIP' "$log")
-# Package lines, failures and skips with their reasons.
-grep -E '^(ok|FAIL|---|panic:)|^\s+--- (FAIL|SKIP)|^\s+\S+\.go:[0-9]+: ' "$log" |
-	grep -vE '^\s+--- PASS' | sed -n '1,400p'
+# Package results, failures and skips (with the reason on the next line).
+grep -E '^(ok|FAIL|panic:)' "$log"
+grep -E -A1 '^\s*--- (FAIL|SKIP)' "$log" | grep -v '^--$' | sed -n '1,400p'
 if [ $rc -ne 0 ]; then
 	echo "---- last 150 lines of the tier's log ----"
 	tail -n 150 "$log"

@@ -130,7 +130,7 @@ func (lab *Lab) setup() error {
 	}); err != nil {
 		return fmt.Errorf("switch %s: %w", lab.Switch, err)
 	}
-	lab.swNL, err = netlink.NewHandleAt(ns)
+	lab.swNL, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink handle in switch %s: %w", lab.Switch, err)
 	}
@@ -280,7 +280,7 @@ func (lab *Lab) addHost(label string) (*Host, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("host %s: %w", label, err)
 	}
-	h.nl, err = netlink.NewHandleAt(ns)
+	h.nl, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: netlink handle: %w", label, err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // The smoke test of the harness: two hosts on one switch reach each other
@@ -117,7 +118,7 @@ func TestNetnsDoRunsFunctionInHostNamespace(t *testing.T) {
 			h, inside.Type(), inside.Attrs().HardwareAddr, h.MAC())
 	}
 
-	root, err := netlink.NewHandleAt(rootNS)
+	root, err := netlink.NewHandleAt(rootNS, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatalf("netlink handle in root namespace: %v", err)
 	}

@@ -214,7 +214,7 @@ func RootLinks() ([]Iface, error) {
 	if rootNSErr != nil {
 		return nil, fmt.Errorf("open root netns: %w", rootNSErr)
 	}
-	h, err := netlink.NewHandleAt(rootNS)
+	h, err := netlink.NewHandleAt(rootNS, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in root netns: %w", err)
 	}
