@@ -142,36 +142,37 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if !d.isScalar(n, path, "an integer") {
-			return
+		if i, ok := d.integer(n, path, "an integer"); ok {
+			if v.OverflowInt(i) {
+				d.c.addf(path, "%d is out of range", i)
+				return
+			}
+			v.SetInt(i)
 		}
-		var i int64
-		if n.Tag != "!!int" || n.Decode(&i) != nil {
-			d.c.addf(path, "expected an integer, got %q", n.Value)
-			return
-		}
-		if v.OverflowInt(i) {
-			d.c.addf(path, "%d is out of range", i)
-			return
-		}
-		v.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if !d.isScalar(n, path, "a non-negative integer") {
-			return
+		if i, ok := d.integer(n, path, "a non-negative integer"); ok {
+			if i < 0 || v.OverflowUint(uint64(i)) {
+				d.c.addf(path, "%d is out of range 0..%d", i, maxUint(v.Type()))
+				return
+			}
+			v.SetUint(uint64(i))
 		}
-		var i int64
-		if n.Tag != "!!int" || n.Decode(&i) != nil {
-			d.c.addf(path, "expected a non-negative integer, got %q", n.Value)
-			return
-		}
-		if i < 0 || v.OverflowUint(uint64(i)) {
-			d.c.addf(path, "%d is out of range 0..%d", i, maxUint(v.Type()))
-			return
-		}
-		v.SetUint(uint64(i))
 	default:
 		panic(fmt.Sprintf("config: no decoder for %s at %s", v.Type(), path))
 	}
+}
+
+// integer decodes a YAML integer; "1", 1.0 and "one" are not integers.
+func (d *decoder) integer(n *yaml.Node, path, want string) (int64, bool) {
+	if !d.isScalar(n, path, want) {
+		return 0, false
+	}
+	var i int64
+	if n.Tag != "!!int" || n.Decode(&i) != nil {
+		d.c.addf(path, "expected %s, got %q", want, n.Value)
+		return 0, false
+	}
+	return i, true
 }
 
 func maxUint(t reflect.Type) uint64 {
