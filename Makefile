@@ -39,6 +39,7 @@ test-vm:
 # Every parser's fuzz target, briefly; run longer with FUZZTIME=10m.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./vrrp
 
 bench:
 	@echo "bench: no benchmarks yet; the VRRP, IPVS and health-check work adds them, each as a ratio against keepalived/ipvsadm measured in the same run"

@@ -17,6 +17,7 @@ want ipvsadm ipvsadm
 want tcpdump tcpdump
 want ping iputils-ping
 want xz xz-utils
+want nft nftables
 # The VM's userland is the static busybox; a dynamic busybox does not count.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 

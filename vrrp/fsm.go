@@ -32,6 +32,9 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", uint8(s))
 }
 
+// MarshalText makes logs and JSON show the state's name.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // MachineConfig is the fixed part of a virtual router's parameters
 // (RFC 5798 6.1).
 type MachineConfig struct {

@@ -96,7 +96,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	d := daemon.New(cfg, func() (*config.Config, error) { return config.Load(*path) }, log)
+	d, err := daemon.New(cfg, func() (*config.Config, error) { return config.Load(*path) }, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "directord:", err)
+		var ce config.Error
+		if errors.As(err, &ce) {
+			return exitConfig
+		}
+		return exitFail
+	}
 	if err := d.Run(ctx, reload); err != nil {
 		log.Error("directord failed", "error", err)
 		return exitFail

@@ -97,12 +97,12 @@ func TestCheckMissingFile(t *testing.T) {
 }
 
 func TestRunRejectsSectionsNotSupportedYet(t *testing.T) {
-	p := write(t, "d.yaml", "node: {name: lb1, state_dir: /tmp}\nvrrp:\n  instances:\n    - {name: VI_1, interface: eth0, vrid: 51, virtual_addresses: [192.0.2.50]}\n")
+	p := write(t, "d.yaml", "node: {name: lb1, state_dir: /tmp}\nipvs:\n  virtual_services:\n    - {name: web, address: '192.0.2.50:80'}\n")
 	var errOut bytes.Buffer
 	if rc := run([]string{"-c", p}, io.Discard, &errOut); rc != exitConfig {
 		t.Fatalf("exit %d, want %d", rc, exitConfig)
 	}
-	if want := p + ":3:3: vrrp.instances: not supported yet"; !strings.HasPrefix(errOut.String(), want) {
+	if want := p + ":3:3: ipvs.virtual_services: not supported yet"; !strings.HasPrefix(errOut.String(), want) {
 		t.Errorf("stderr %q, want prefix %q", errOut.String(), want)
 	}
 }
@@ -114,7 +114,8 @@ func TestRunReloadAndStop(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cfg := write(t, "d.yaml", "node: {name: lb1, log: {format: json}}\n")
+	state := t.TempDir()
+	cfg := write(t, "d.yaml", "node: {name: lb1, state_dir: "+state+", log: {format: json}}\n")
 	cmd := exec.Command(bin, "-c", cfg)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -151,14 +152,14 @@ func TestRunReloadAndStop(t *testing.T) {
 	}
 	waitFor(`"msg":"directord running"`)
 
-	if err := os.WriteFile(cfg, []byte("node: {name: lb1, bogus: 1}\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("node: {name: lb1, state_dir: "+state+", bogus: 1}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(`unknown key \"bogus\"`)
 	waitFor(`still running the previous configuration`)
 
-	if err := os.WriteFile(cfg, []byte("node: {name: lb1}\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("node: {name: lb1, state_dir: "+state+"}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Process.Signal(syscall.SIGHUP)

@@ -7,10 +7,14 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 
 	"github.com/directord/directord/internal/config"
+	"github.com/directord/directord/vip"
+	"github.com/directord/directord/vrrp"
 )
 
 // Unsupported returns an error for every configured section this build
@@ -21,15 +25,6 @@ func Unsupported(cfg *config.Config) config.Errors {
 	var errs config.Errors
 	add := func(path, what string) {
 		errs = append(errs, cfg.ErrorAt(path, "not supported yet: this build of directord cannot run "+what))
-	}
-	if len(cfg.VRRP.Instances) > 0 {
-		add("vrrp.instances", "VRRP")
-	}
-	if len(cfg.VRRP.SyncGroups) > 0 {
-		add("vrrp.sync_groups", "VRRP sync groups")
-	}
-	if len(cfg.VRRP.Scripts) > 0 {
-		add("vrrp.scripts", "tracked scripts")
 	}
 	if len(cfg.IPVS.VirtualServices) > 0 {
 		add("ipvs.virtual_services", "IPVS virtual services")
@@ -58,11 +53,24 @@ type Daemon struct {
 	log  *slog.Logger
 	load Loader
 	cfg  *config.Config
+	vips *vip.Manager
+	vrrp *vrrp.Engine
 }
 
-// New returns a daemon that runs cfg and reloads through load.
-func New(cfg *config.Config, load Loader, log *slog.Logger) *Daemon {
-	return &Daemon{log: log, load: load, cfg: cfg}
+// New prepares a daemon for cfg. It removes virtual addresses that an
+// earlier run left bound before anything else happens, so a restarted node
+// never answers for an address it does not own.
+func New(cfg *config.Config, load Loader, log *slog.Logger) (*Daemon, error) {
+	vips, err := vip.New(vip.Config{StateDir: cfg.Node.StateDir, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	engine, err := vrrp.NewEngine(cfg, vrrp.EngineOptions{Log: log, VIPs: vips})
+	if err != nil {
+		vips.Close()
+		return nil, err
+	}
+	return &Daemon{log: log, load: load, cfg: cfg, vips: vips, vrrp: engine}, nil
 }
 
 // Config returns the configuration that is running.
@@ -71,12 +79,27 @@ func (d *Daemon) Config() *config.Config { return d.cfg }
 // Run serves until ctx is done. A value on reload asks for a reload; the
 // result is sent back on the channel it carries (nil or the errors), so a
 // caller such as the control socket can report a failed reload.
+//
+// On stop every master sends a priority-0 advert and then releases its
+// addresses; IPVS services are kept.
 func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
-	d.log.Info("directord running", "node", d.cfg.Node.Name, "config", d.cfg.File)
+	d.log.Info("directord running", "node", d.cfg.Node.Name, "config", d.cfg.File, "instances", len(d.cfg.VRRP.Instances))
+	engineCtx, stopEngine := context.WithCancel(context.Background())
+	defer stopEngine()
+	engineDone := make(chan error, 1)
+	go func() { engineDone <- d.vrrp.Run(engineCtx) }()
 	for {
 		select {
 		case <-ctx.Done():
 			d.log.Info("directord stopping", "node", d.cfg.Node.Name)
+			stopEngine()
+			err := <-engineDone
+			return errors.Join(err, d.vips.Close())
+		case err := <-engineDone:
+			d.vips.Close()
+			if err != nil {
+				return fmt.Errorf("vrrp: %w", err)
+			}
 			return nil
 		case reply := <-reload:
 			err := d.Reload()
@@ -96,6 +119,8 @@ func (d *Daemon) Reload() error {
 	if err == nil {
 		if errs := Unsupported(cfg); len(errs) > 0 {
 			err = errs
+		} else if !reflect.DeepEqual(cfg.VRRP, d.cfg.VRRP) {
+			err = config.Errors{cfg.ErrorAt("vrrp", "not supported yet: this build applies changes to the vrrp section only at a restart")}
 		}
 	}
 	if err != nil {
