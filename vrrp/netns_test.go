@@ -91,7 +91,9 @@ func TestNetnsMasterKilledNextTakesOverAndPreemptsOnReturn(t *testing.T) {
 	}
 
 	lb2.start()
-	lb2.waitLog(2*time.Second, func(l logLine) bool { return l.Msg == "removed VIP left bound by an earlier run" && l.VIP == "192.0.2.50/32" })
+	lb2.waitLog(2*time.Second, func(l logLine) bool {
+		return l.Msg == "removed VIP left bound by an earlier run" && l.VIP == "192.0.2.50/32"
+	})
 	lb2.waitState("VI_1", "MASTER", 3*time.Second)
 	lb3.waitState("VI_1", "BACKUP", 2*time.Second)
 	if mac := reachVIP(t, client); mac != lb2.h.MAC().String() {
