@@ -6,10 +6,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/directord/directord/internal/netlab"
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/ipv4"
 )
 
@@ -378,4 +384,206 @@ func TestNetnsCraftedAdvertsAreDroppedAndCounted(t *testing.T) {
 	if lb2.stateOf("VI_1") != "MASTER" || lb1.stateOf("VI_1") != "BACKUP" {
 		t.Errorf("states after the crafted adverts: lb1 %s, lb2 %s", lb1.stateOf("VI_1"), lb2.stateOf("VI_1"))
 	}
+}
+
+// A backup stalled for longer than Master_Down_Interval (SIGSTOP, a paused
+// VM) wakes up with an expired timer and a socket full of adverts from the
+// live master. It processes the adverts first and stays backup.
+func TestNetnsStalledBackupDoesNotTakeOver(t *testing.T) {
+	lab := netlab.New(t)
+	nodes := twoNodes(t, lab, func(i int) string {
+		return "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, []int{100, 150}[i], "100ms", "")
+	})
+	lb1, lb2 := nodes[0], nodes[1]
+	lb2.waitState("VI_1", "MASTER", 3*time.Second)
+	lb1.waitState("VI_1", "BACKUP", 3*time.Second)
+	before := len(lb1.transitions("VI_1"))
+	// Whether the expired timer or the queued adverts are seen first after
+	// SIGCONT is up to the scheduler; enough stalls make an engine that
+	// does not drain first take over (checked: 10 of 12 stalls did).
+	for range 8 {
+		if err := lb1.proc.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * interval) // Master_Down_Interval is 3.6 intervals
+		if err := lb1.proc.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * interval)
+	}
+	if n := len(lb1.transitions("VI_1")) - before; n != 0 {
+		t.Errorf("the stalled backup changed state %d times: %+v", n, lb1.transitions("VI_1")[before:])
+	}
+	if s := lb2.stateOf("VI_1"); s != "MASTER" {
+		t.Errorf("lb2 is %s, want MASTER", s)
+	}
+}
+
+// VRRPv3 over IPv6 (RFC 5798 5.1.2): adverts from the link-local address to
+// ff02::12; the master holds the IPv6 VIP and hands it over on stop.
+func TestNetnsIPv6Failover(t *testing.T) {
+	lab := netlab.New(t)
+	client := lab.AddHost("client", "2001:db8::100/64")
+	var nodes []*node
+	for i, prio := range []int{150, 120} {
+		h := lab.AddHost([]string{"lb1", "lb2"}[i], []string{"2001:db8::11/64", "2001:db8::12/64"}[i])
+		n := newNode(t, h, fmt.Sprintf(`vrrp:
+  instances:
+    - name: VI_6
+      interface: eth0
+      vrid: 61
+      priority: %d
+      advert_interval: 100ms
+      virtual_addresses: ["2001:db8::50"]
+      garp: {repeat: 2, master_delay: 0s}
+`, prio))
+		n.start()
+		nodes = append(nodes, n)
+	}
+	lb1, lb2 := nodes[0], nodes[1]
+	lb1.waitState("VI_6", "MASTER", 3*time.Second)
+	lb2.waitState("VI_6", "BACKUP", 3*time.Second)
+	if !lb1.hasAddr("2001:db8::50/128") || lb2.hasAddr("2001:db8::50/128") {
+		t.Fatal("the IPv6 VIP is not on the master alone")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx, netip.MustParseAddr("2001:db8::50")); err != nil {
+		t.Fatalf("client cannot reach the IPv6 VIP: %v", err)
+	}
+	lb1.stop()
+	lb2.waitState("VI_6", "MASTER", time.Second)
+	if err := client.Ping(ctx, netip.MustParseAddr("2001:db8::50")); err != nil {
+		t.Fatalf("client cannot reach the IPv6 VIP after the handover: %v", err)
+	}
+	for _, l := range lb2.lines() {
+		if l.Msg == "VRRP advert dropped" {
+			t.Errorf("lb2 dropped an advert: %+v", l)
+		}
+	}
+}
+
+// A sync group moves together: when a tracked interface faults one member
+// the whole group faults, and the peer becomes master of every member.
+func TestNetnsSyncGroupFaultsTogether(t *testing.T) {
+	lab := netlab.New(t)
+	sync := lab.NewSegment("sync")
+	var nodes []*node
+	for i, prio := range []int{150, 100} {
+		h := lab.AddHost([]string{"lb1", "lb2"}[i], []string{"192.0.2.11/24", "192.0.2.12/24"}[i])
+		sync.AddLink(h, "eth1", []string{"198.51.100.11/24", "198.51.100.12/24"}[i])
+		n := newNode(t, h, fmt.Sprintf(`vrrp:
+  sync_groups:
+    - {name: G1, instances: [VI_1, VI_2]}
+  instances:
+%s    - name: VI_2
+      interface: eth0
+      vrid: 52
+      priority: %d
+      advert_interval: 100ms
+      virtual_addresses: [192.0.2.60]
+      track:
+        interfaces: [{name: eth1, weight: 0}]
+`, instanceYAML("VI_1", 51, prio, "100ms", ""), prio))
+		n.start()
+		nodes = append(nodes, n)
+	}
+	lb1, lb2 := nodes[0], nodes[1]
+	for _, inst := range []string{"VI_1", "VI_2"} {
+		lb1.waitState(inst, "MASTER", 3*time.Second)
+		lb2.waitState(inst, "BACKUP", 3*time.Second)
+	}
+	if err := lb1.h.Link("eth1").Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	f := lb1.waitState("VI_1", "FAULT", 2*time.Second)
+	if f.Reason != "sync group G1: VI_2 faulted (tracked interface eth1 is down)" {
+		t.Errorf("VI_1 fault reason %q", f.Reason)
+	}
+	lb1.waitState("VI_2", "FAULT", time.Second)
+	for _, inst := range []string{"VI_1", "VI_2"} {
+		lb2.waitState(inst, "MASTER", 2*time.Second)
+	}
+	if lb1.hasAddr("192.0.2.50/32") || lb1.hasAddr("192.0.2.60/32") {
+		t.Error("lb1 kept a VIP of the faulted group")
+	}
+}
+
+// Notify hooks run without a shell with keepalived's arguments:
+// INSTANCE <name> <STATE> <priority>, STOP when the instance stops.
+func TestNetnsNotifyHooks(t *testing.T) {
+	lab := netlab.New(t)
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "hook.sh")
+	out := filepath.Join(dir, "notify.log")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$*\" >> "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, lab.AddHost("lb1", "192.0.2.11/24"), "vrrp:\n  instances:\n"+instanceYAML("VI_1", 51, 150, "100ms",
+		fmt.Sprintf("      notify:\n        master: [%q, master]\n        backup: [%q, backup]\n        stop: [%q, stop]\n        any: [%q, any]\n", hook, hook, hook, hook)))
+	n.start()
+	n.waitState("VI_1", "MASTER", 3*time.Second)
+	n.stop()
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(string(b)), "\n")
+	slices.Sort(got)
+	want := []string{
+		"any INSTANCE VI_1 BACKUP 150", "any INSTANCE VI_1 MASTER 150", "any INSTANCE VI_1 STOP 150",
+		"backup INSTANCE VI_1 BACKUP 150", "master INSTANCE VI_1 MASTER 150", "stop INSTANCE VI_1 STOP 150",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("notify calls (-want +got):\n%s", diff)
+	}
+}
+
+// A failing tracked script with a weight lowers the priority below the
+// peer's, which preempts; when the script recovers the original master
+// preempts back.
+func TestNetnsTrackedScriptWeightMovesMaster(t *testing.T) {
+	lab := netlab.New(t)
+	// The script runs as nobody, which cannot enter t.TempDir's 0700 parent.
+	dir, err := os.MkdirTemp("", "vrrp-script-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	flag := filepath.Join(dir, "healthy")
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*node
+	for i, prio := range []int{150, 100} {
+		h := lab.AddHost([]string{"lb1", "lb2"}[i], []string{"192.0.2.11/24", "192.0.2.12/24"}[i])
+		track := ""
+		scripts := ""
+		if i == 0 {
+			scripts = fmt.Sprintf("  scripts:\n    - {name: chk, command: [/usr/bin/test, -e, %q], interval: 100ms, timeout: 100ms, rise: 2, fall: 2}\n", flag)
+			track = "      track:\n        scripts: [{name: chk, weight: -60}]\n"
+		}
+		n := newNode(t, h, "vrrp:\n"+scripts+"  instances:\n"+instanceYAML("VI_1", 51, prio, "100ms", track))
+		n.start()
+		nodes = append(nodes, n)
+	}
+	lb1, lb2 := nodes[0], nodes[1]
+	lb1.waitState("VI_1", "MASTER", 3*time.Second)
+	lb2.waitState("VI_1", "BACKUP", 3*time.Second)
+
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	lb1.waitLog(2*time.Second, func(l logLine) bool { return l.Msg == "VRRP priority changed by tracking" })
+	lb2.waitState("VI_1", "MASTER", 2*time.Second)
+	lb1.waitState("VI_1", "BACKUP", time.Second)
+
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lb1.waitState("VI_1", "MASTER", 3*time.Second)
+	lb2.waitState("VI_1", "BACKUP", time.Second)
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -78,7 +79,11 @@ func (n *node) lines() []logLine {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var l logLine
-		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg != "" {
+		// Some lines carry numbers where others carry names (a priority
+		// change's from/to): keep the fields that fit.
+		err := json.Unmarshal(sc.Bytes(), &l)
+		var te *json.UnmarshalTypeError
+		if (err == nil || errors.As(err, &te)) && l.Msg != "" {
 			out = append(out, l)
 		}
 	}
