@@ -45,9 +45,7 @@ bench:
 	@echo "bench: no benchmarks yet; the VRRP, IPVS and health-check work adds them, each as a ratio against keepalived/ipvsadm measured in the same run"
 
 demo: build
-	@echo "demo: builds directord and (from the end-to-end work on) runs a director pair with DR and NAT services in network namespaces or the IPVS VM."
-	@echo "demo: today this build validates configurations only:"
-	@for f in deploy/examples/*.yaml; do ./$(BIN)/directord check -c $$f || exit 1; done
+	@scripts/demo.sh $(BIN)/directord
 
 clean:
 	rm -rf $(BIN)

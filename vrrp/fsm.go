@@ -122,6 +122,9 @@ type Machine struct {
 	// lower-priority master (zero: no such master seen yet).
 	preemptAt time.Time
 	master    netip.Addr
+	// leaving is the master that sent priority 0 while we are backup: the
+	// timer then runs Skew_Time only, and the takeover says so.
+	leaving netip.Addr
 }
 
 // NewMachine returns a machine in Initialize.
@@ -229,6 +232,7 @@ func (m *Machine) to(s State, reason string) Actions {
 	a := Actions{Transition: true, From: m.state, To: s, Reason: reason}
 	m.state = s
 	m.preemptAt = time.Time{}
+	m.leaving = netip.Addr{}
 	return a
 }
 
@@ -281,6 +285,9 @@ func (m *Machine) timeout(now time.Time) Actions {
 		if now.Before(m.masterDownAt) {
 			return Actions{}
 		}
+		if m.leaving.IsValid() {
+			return m.becomeMaster(now, fmt.Sprintf("master %s left (priority 0); took over after Skew_Time %s", m.leaving, m.SkewTime()))
+		}
 		return m.becomeMaster(now, fmt.Sprintf("no advert for %s (master down)", m.MasterDownInterval()))
 	case StateMaster:
 		if now.Before(m.adverAt) {
@@ -297,8 +304,10 @@ func (m *Machine) backupAdvert(now time.Time, ev Event) Actions {
 	if ev.Priority == 0 {
 		// The master is leaving: take over after Skew_Time only.
 		m.masterDownAt = now.Add(m.SkewTime())
+		m.leaving = ev.Src
 		return Actions{}
 	}
+	m.leaving = netip.Addr{}
 	lower := ev.Priority < m.priority
 	if m.cfg.Preempt && lower && !m.holdPreempt(now) {
 		// Discard: Master_Down_Timer runs out and we preempt.

@@ -200,6 +200,12 @@ func TestMachineTransitionReasons(t *testing.T) {
 	if a.Reason != "interface eth0 down" {
 		t.Errorf("fault reason %q", a.Reason)
 	}
+	m.Handle(t0.Add(8*time.Second), Event{Kind: EvRecover})
+	m.Handle(t0.Add(9*time.Second), advert(0, time.Second, peerLo))
+	a = m.Handle(t0.Add(10*time.Second), Event{Kind: EvTimeout})
+	if a.Reason != "master 192.0.2.5 left (priority 0); took over after Skew_Time 609.375ms" {
+		t.Errorf("takeover after priority 0: reason %q", a.Reason)
+	}
 }
 
 // The receive path in BACKUP must not allocate: adverts arrive every
