@@ -277,6 +277,8 @@ func TestRules(t *testing.T) {
 		{"real server weights", service(svc + "      real_servers:\n        - {address: 198.51.100.11, weight: 70000, upper_threshold: 10, lower_threshold: 20}\n"), []string{
 			`6:36: ipvs.virtual_services[0].real_servers[0].weight: 70000 is out of range 0..65535`,
 			`6:72: ipvs.virtual_services[0].real_servers[0].lower_threshold: 20 is above upper_threshold 10`}},
+		{"lower threshold needs an upper one", service(svc + "      real_servers:\n        - {address: 198.51.100.11, lower_threshold: 5}\n"), []string{
+			`6:36: ipvs.virtual_services[0].real_servers[0].lower_threshold: needs upper_threshold`}},
 		{"sorry server", service(svc + "      sorry_server: {address: 127.0.0.1, forwarding: nat}\n"), []string{
 			`5:22: ipvs.virtual_services[0].sorry_server.address: 127.0.0.1 has no port; NAT needs IP:port`}},
 		{"fwmark nat real needs port", service("      fwmark: 7\n      forwarding: nat\n      real_servers:\n        - {address: 198.51.100.11}\n"), []string{

@@ -697,7 +697,11 @@ func (x *v) realServers(sp string, vs *VirtualService) {
 		x.intRange(rp+".weight", rs.Weight, 0, maxRealWeight)
 		x.intRange(rp+".upper_threshold", rs.UpperThreshold, 0, maxThreshold)
 		x.intRange(rp+".lower_threshold", rs.LowerThreshold, 0, maxThreshold)
-		if rs.UpperThreshold > 0 && rs.LowerThreshold > rs.UpperThreshold {
+		switch {
+		case rs.LowerThreshold > 0 && rs.UpperThreshold == 0:
+			// The kernel refuses lower > upper even when upper is 0 (off).
+			x.errf(rp+".lower_threshold", "needs upper_threshold: the lower threshold is where a server that reached the upper one takes connections again")
+		case rs.UpperThreshold > 0 && rs.LowerThreshold > rs.UpperThreshold:
 			x.errf(rp+".lower_threshold", "%d is above upper_threshold %d", rs.LowerThreshold, rs.UpperThreshold)
 		}
 		x.quiet = map[string]bool{}
