@@ -68,13 +68,10 @@ func Desired(cfg *config.Config, health Health) Table {
 			rs := &vs.RealServers[j]
 			d := destinationOf(vs, rs.Address, rs.Forwarding)
 			d.Weight = rs.Weight
+			// Validation makes sure a lower threshold comes with an upper
+			// one: the kernel refuses lower > upper even when upper is 0.
 			d.UpperThreshold = uint32(rs.UpperThreshold)
-			if d.UpperThreshold > 0 {
-				// A lower threshold only ends an overload, which needs an
-				// upper one; the kernel refuses lower > upper with ERANGE
-				// even when upper is 0 (no limit).
-				d.LowerThreshold = uint32(rs.LowerThreshold)
-			}
+			d.LowerThreshold = uint32(rs.LowerThreshold)
 			st := realStatus(health, vs, rs, d.Key)
 			if st.WeightSet {
 				d.Weight = st.Weight

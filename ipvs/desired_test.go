@@ -152,15 +152,6 @@ func TestDesired(t *testing.T) {
 				{Key: dk("198.51.100.11:5353"), Forward: ipvs.Masq, Weight: 1, UpperThreshold: 100, LowerThreshold: 10},
 				dr("198.51.100.12:5353", 1)}}},
 	}, {
-		name: "a lower threshold without an upper one is dropped (the kernel refuses lower > upper)",
-		yaml: `ipvs:
-  virtual_services:
-    - name: web
-      address: 192.0.2.50:80
-      real_servers: [{address: 198.51.100.11, lower_threshold: 10}]
-`,
-		want: []ipvs.DesiredService{{Name: "web", Service: wlc(web), Destinations: []ipvs.Destination{dr("198.51.100.11:80", 1)}}},
-	}, {
 		name:   "on_failure remove: a failed real server leaves the table",
 		yaml:   webYAML,
 		health: health{"web 198.51.100.11:80": down},
