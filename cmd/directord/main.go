@@ -48,9 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(stderr) }
 	path := fs.String("c", defaultConfig, "configuration file")
-	// Accepted now so unit files and playbooks can carry it; IPVS services
-	// are kept on stop unless it is set.
-	fs.Bool("flush-on-stop", false, "remove the IPVS services directord installed when it stops")
+	// IPVS services are kept on stop unless it is set.
+	flush := fs.Bool("flush-on-stop", false, "remove the IPVS services directord installed when it stops")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -96,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	d, err := daemon.New(cfg, func() (*config.Config, error) { return config.Load(*path) }, log)
+	d, err := daemon.New(cfg, func() (*config.Config, error) { return config.Load(*path) }, log, daemon.Options{FlushOnStop: *flush})
 	if err != nil {
 		fmt.Fprintln(stderr, "directord:", err)
 		var ce config.Error

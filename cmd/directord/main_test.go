@@ -102,7 +102,7 @@ func TestRunRejectsSectionsNotSupportedYet(t *testing.T) {
 	if rc := run([]string{"-c", p}, io.Discard, &errOut); rc != exitConfig {
 		t.Fatalf("exit %d, want %d", rc, exitConfig)
 	}
-	if want := p + ":3:3: ipvs.virtual_services: not supported yet"; !strings.HasPrefix(errOut.String(), want) {
+	if want := p + ":4:7: ipvs.virtual_services[0].check: not supported yet: this build of directord cannot run health checks"; !strings.HasPrefix(errOut.String(), want) {
 		t.Errorf("stderr %q, want prefix %q", errOut.String(), want)
 	}
 }

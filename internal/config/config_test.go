@@ -265,6 +265,7 @@ func TestRules(t *testing.T) {
 			`5:7: ipvs.virtual_services[0].forwarding: "direct" is not one of nat, dr, tun`,
 			`6:7: ipvs.virtual_services[0].on_failure: "drop" is not one of remove, quiesce`,
 			`7:7: ipvs.virtual_services[0].quorum: must not be negative, got -1`}},
+		{"resync interval", "ipvs:\n  resync_interval: 100ms\n", []string{`2:3: ipvs.resync_interval: 100ms is too often`}},
 		{"timeouts whole seconds", "ipvs:\n  timeouts: {tcp: 900500ms, udp: -1s}\n", []string{
 			`2:14: ipvs.timeouts.tcp: 15m0.5s is not a whole number of seconds`,
 			`2:29: ipvs.timeouts.udp: must not be negative, got -1s`}},

@@ -205,7 +205,12 @@ func (s *Script) setDefaults() {
 type IPVS struct {
 	Timeouts        Timeouts         `yaml:"timeouts"`
 	VirtualServices []VirtualService `yaml:"virtual_services"`
+	// ResyncInterval is how often the kernel's table is compared with the
+	// desired one and drift repaired (someone ran ipvsadm -C).
+	ResyncInterval time.Duration `yaml:"resync_interval"`
 }
+
+func (i *IPVS) setDefaults() { i.ResyncInterval = 10 * time.Second }
 
 // Timeouts are the global connection timeouts (ipvsadm --set); zero leaves
 // the kernel's value alone.

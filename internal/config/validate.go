@@ -501,6 +501,9 @@ func (x *v) services() map[string]int {
 			x.wholeSeconds(path, f.d)
 		}
 	}
+	if x.positive("ipvs.resync_interval", x.cfg.IPVS.ResyncInterval) && x.cfg.IPVS.ResyncInterval < time.Second {
+		x.errf("ipvs.resync_interval", "%s is too often: each resync reads the whole table; use 1s or more", x.cfg.IPVS.ResyncInterval)
+	}
 	type svcKey struct {
 		proto string
 		ep    netip.AddrPort

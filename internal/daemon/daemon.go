@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/directord/directord/internal/config"
+	"github.com/directord/directord/ipvs"
 	"github.com/directord/directord/vip"
 	"github.com/directord/directord/vrrp"
 )
@@ -26,11 +28,17 @@ func Unsupported(cfg *config.Config) config.Errors {
 	add := func(path, what string) {
 		errs = append(errs, cfg.ErrorAt(path, "not supported yet: this build of directord cannot run "+what))
 	}
-	if len(cfg.IPVS.VirtualServices) > 0 {
-		add("ipvs.virtual_services", "IPVS virtual services")
-	}
-	if t := cfg.IPVS.Timeouts; t != (config.Timeouts{}) {
-		add("ipvs.timeouts", "IPVS timeouts")
+	for i, vs := range cfg.IPVS.VirtualServices {
+		const what = "health checks (write check: {type: none} to run the service without them)"
+		if vs.Check.Type != "none" {
+			add(fmt.Sprintf("ipvs.virtual_services[%d].check", i), what)
+			continue
+		}
+		for j, rs := range vs.RealServers {
+			if rs.Check.Type != "none" {
+				add(fmt.Sprintf("ipvs.virtual_services[%d].real_servers[%d].check", i, j), what)
+			}
+		}
 	}
 	if cfg.Sync != nil {
 		add("sync", "connection sync")
@@ -48,29 +56,91 @@ func Unsupported(cfg *config.Config) config.Errors {
 // every reload.
 type Loader func() (*config.Config, error)
 
+// Options change how the daemon runs.
+type Options struct {
+	// FlushOnStop removes the IPVS services directord installed when it
+	// stops; by default they stay, so traffic keeps flowing.
+	FlushOnStop bool
+}
+
 // Daemon runs one director.
 type Daemon struct {
 	log  *slog.Logger
 	load Loader
+	opts Options
 	cfg  *config.Config
 	vips *vip.Manager
 	vrrp *vrrp.Engine
+	// ipvs is nil when the kernel has no IPVS and nothing asks for it.
+	ipvs       *ipvs.Manager
+	ipvsKernel ipvs.Kernel
 }
 
-// New prepares a daemon for cfg. It removes virtual addresses that an
-// earlier run left bound before anything else happens, so a restarted node
-// never answers for an address it does not own.
-func New(cfg *config.Config, load Loader, log *slog.Logger) (*Daemon, error) {
-	vips, err := vip.New(vip.Config{StateDir: cfg.Node.StateDir, Log: log})
-	if err != nil {
+// New prepares a daemon for cfg. It removes virtual addresses and IPVS
+// services that an earlier run left behind before anything else happens,
+// so a restarted node never answers for an address it does not own, and
+// installs the IPVS table: every director keeps it, master or not.
+func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daemon, error) {
+	d := &Daemon{log: log, load: load, opts: opts, cfg: cfg}
+	var err error
+	if d.vips, err = vip.New(vip.Config{StateDir: cfg.Node.StateDir, Log: log}); err != nil {
 		return nil, err
 	}
-	engine, err := vrrp.NewEngine(cfg, vrrp.EngineOptions{Log: log, VIPs: vips})
-	if err != nil {
-		vips.Close()
+	if err := d.startIPVS(); err != nil {
+		d.vips.Close()
 		return nil, err
 	}
-	return &Daemon{log: log, load: load, cfg: cfg, vips: vips, vrrp: engine}, nil
+	if d.vrrp, err = vrrp.NewEngine(cfg, vrrp.EngineOptions{Log: log, VIPs: d.vips}); err != nil {
+		d.vips.Close()
+		d.closeIPVS()
+		return nil, err
+	}
+	return d, nil
+}
+
+func ipvsConfigured(cfg *config.Config) bool {
+	return len(cfg.IPVS.VirtualServices) > 0 || cfg.IPVS.Timeouts != (config.Timeouts{})
+}
+
+func (d *Daemon) startIPVS() error {
+	k, err := ipvs.NewKernel()
+	if err != nil {
+		if !ipvsConfigured(d.cfg) {
+			// Nothing to install, and nothing an earlier run could have
+			// installed in a kernel without IPVS.
+			d.log.Debug("no IPVS in this kernel; the ipvs section is empty", "error", err)
+			return nil
+		}
+		return err
+	}
+	m, err := ipvs.NewManager(k, d.cfg.Node.StateDir, d.log)
+	if err != nil {
+		k.Close()
+		return err
+	}
+	d.ipvs, d.ipvsKernel = m, k
+	desired := ipvs.Desired(d.cfg, nil)
+	if _, err := m.RemoveStale(desired); err != nil {
+		d.log.Error("cannot remove IPVS services of an earlier run; retrying at the next resync", "error", err)
+	}
+	if _, err := m.Apply(desired); err != nil {
+		d.log.Error("IPVS table not fully applied; retrying at the next resync", "error", err)
+	}
+	return nil
+}
+
+func (d *Daemon) closeIPVS() {
+	if d.ipvsKernel != nil {
+		d.ipvsKernel.Close()
+	}
+}
+
+// reportQuorum tells VRRP whether each virtual service has its quorum of
+// healthy real servers (track.services).
+func (d *Daemon) reportQuorum() {
+	for name, up := range ipvs.Quorum(d.cfg, nil) {
+		d.vrrp.SetService(name, up)
+	}
 }
 
 // Config returns the configuration that is running.
@@ -88,26 +158,54 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 	defer stopEngine()
 	engineDone := make(chan error, 1)
 	go func() { engineDone <- d.vrrp.Run(engineCtx) }()
+	d.reportQuorum()
+	resync := time.NewTicker(d.cfg.IPVS.ResyncInterval)
+	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			d.log.Info("directord stopping", "node", d.cfg.Node.Name)
 			stopEngine()
 			err := <-engineDone
-			return errors.Join(err, d.vips.Close())
+			return errors.Join(err, d.vips.Close(), d.stopIPVS())
 		case err := <-engineDone:
 			d.vips.Close()
+			d.closeIPVS()
 			if err != nil {
 				return fmt.Errorf("vrrp: %w", err)
 			}
 			return nil
+		case <-resync.C:
+			if d.ipvs != nil {
+				if _, err := d.ipvs.Resync(); err != nil {
+					d.log.Error("IPVS resync incomplete; retrying", "error", err)
+				}
+			}
 		case reply := <-reload:
 			err := d.Reload()
 			if reply != nil {
 				reply <- err
 			}
+			resync.Reset(d.cfg.IPVS.ResyncInterval)
 		}
 	}
+}
+
+// stopIPVS keeps the installed services (traffic keeps flowing while
+// directord restarts) unless FlushOnStop asks to remove them.
+func (d *Daemon) stopIPVS() error {
+	if d.ipvs == nil {
+		return nil
+	}
+	defer d.closeIPVS()
+	if !d.opts.FlushOnStop {
+		return nil
+	}
+	_, err := d.ipvs.Apply(ipvs.Table{})
+	if err == nil {
+		d.log.Info("IPVS services removed (--flush-on-stop)")
+	}
+	return err
 }
 
 // Reload reads the configuration again. A file that does not validate, or
@@ -121,6 +219,9 @@ func (d *Daemon) Reload() error {
 			err = errs
 		} else if !reflect.DeepEqual(cfg.VRRP, d.cfg.VRRP) {
 			err = config.Errors{cfg.ErrorAt("vrrp", "not supported yet: this build applies changes to the vrrp section only at a restart")}
+		} else if d.ipvs == nil && ipvsConfigured(cfg) {
+			_, kerr := ipvs.NewKernel()
+			err = config.Errors{cfg.ErrorAt("ipvs", kerr.Error())}
 		}
 	}
 	if err != nil {
@@ -138,7 +239,15 @@ func (d *Daemon) Reload() error {
 	for _, w := range cfg.Warnings() {
 		d.log.Warn("config warning", "warning", w.Error())
 	}
+	old := d.cfg
 	d.cfg = cfg
+	if d.ipvs != nil && !reflect.DeepEqual(cfg.IPVS, old.IPVS) {
+		// Only the difference: unchanged services are not touched.
+		if _, err := d.ipvs.Apply(ipvs.Desired(cfg, nil)); err != nil {
+			d.log.Error("IPVS table not fully applied; retrying at the next resync", "error", err)
+		}
+		d.reportQuorum()
+	}
 	d.log.Info("configuration reloaded", "config", cfg.File)
 	return nil
 }

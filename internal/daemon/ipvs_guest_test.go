@@ -1,0 +1,161 @@
+//go:build vmguest
+
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/directord/directord/internal/netlab"
+	"github.com/vishvananda/netlink"
+)
+
+type director struct {
+	t     *testing.T
+	h     *netlab.Host
+	cfg   string
+	state string
+	proc  *netlab.Proc
+}
+
+func newDirector(t *testing.T) *director {
+	lab := netlab.New(t)
+	h := lab.AddHost("lb", "192.0.2.11/24")
+	// The real servers' network, so the kernel accepts them.
+	la := netlink.NewLinkAttrs()
+	la.Name = "reals"
+	d := &netlink.Dummy{LinkAttrs: la}
+	if err := h.Netlink().LinkAdd(d); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := netlink.ParseAddr("198.51.100.1/24")
+	if err := h.Netlink().AddrAdd(d, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Netlink().LinkSetUp(d); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	return &director{t: t, h: h, cfg: filepath.Join(dir, "directord.yaml"), state: filepath.Join(dir, "state")}
+}
+
+func (d *director) write(services string) {
+	d.t.Helper()
+	cfg := fmt.Sprintf("node: {name: lb, state_dir: %s, control_socket: %s/ctl.sock, log: {level: info, format: text}}\nipvs:\n  resync_interval: 1s\n  virtual_services:\n%s", d.state, d.state, services)
+	if err := os.WriteFile(d.cfg, []byte(cfg), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *director) start(args ...string) {
+	d.t.Helper()
+	d.proc = d.h.Start(append([]string{"/bin/directord", "-c", d.cfg}, args...)...)
+	d.waitLog("directord running", 1)
+}
+
+func (d *director) count(substr string) int { return strings.Count(string(d.proc.Output()), substr) }
+
+func (d *director) waitLog(substr string, n int) {
+	d.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for d.count(substr) < n {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no %d× %q in directord's log:\n%s", n, substr, d.proc.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *director) ipvsadm() string {
+	d.t.Helper()
+	out, err := d.h.Run(context.Background(), "ipvsadm", "-Ln")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return string(out)
+}
+
+func (d *director) stop() {
+	d.t.Helper()
+	if err := d.proc.Signal(syscall.SIGTERM); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := d.proc.Wait(10 * time.Second); err != nil {
+		d.t.Fatalf("directord exit: %v\n%s", err, d.proc.Output())
+	}
+}
+
+const web = `    - name: web
+      address: 192.0.2.50:80
+      scheduler: wrr
+      forwarding: nat
+      check: {type: none}
+      real_servers:
+        - {address: "198.51.100.11:80", weight: 3}
+        - {address: "198.51.100.12:80"}
+`
+
+// directord installs the configured table; a reload that adds one real
+// server changes exactly one destination and leaves a hand-made service
+// alone; ipvsadm -C is repaired at the next resync; the table survives a
+// stop, a restart removes what is no longer configured, and
+// --flush-on-stop removes what directord installed.
+func TestGuestDirectordOwnsTheIPVSTable(t *testing.T) {
+	d := newDirector(t)
+	d.write(web)
+	d.start()
+	out := d.ipvsadm()
+	for _, want := range []string{"TCP  192.0.2.50:80 wrr", "198.51.100.11:80             Masq    3", "198.51.100.12:80             Masq    1"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("ipvsadm -Ln lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := d.h.Run(context.Background(), "ipvsadm", "-A", "-t", "203.0.113.9:22", "-s", "rr"); err != nil {
+		t.Fatal(err)
+	}
+
+	applied := d.count("IPVS change applied")
+	d.write(strings.Replace(web, `        - {address: "198.51.100.12:80"}`, "        - {address: \"198.51.100.12:80\"}\n        - {address: \"198.51.100.13:80\"}", 1))
+	if err := d.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("configuration reloaded", 1)
+	if n := d.count("IPVS change applied") - applied; n != 1 {
+		t.Errorf("the reload applied %d operations, want 1 (add one destination):\n%s", n, d.proc.Output())
+	}
+	if out := d.ipvsadm(); !strings.Contains(out, "198.51.100.13:80") || !strings.Contains(out, "203.0.113.9:22") {
+		t.Errorf("after the reload:\n%s", out)
+	}
+
+	if _, err := d.h.Run(context.Background(), "ipvsadm", "-C"); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("IPVS drift repaired", 4)
+	if out := d.ipvsadm(); !strings.Contains(out, "192.0.2.50:80") || strings.Contains(out, "203.0.113.9:22") {
+		t.Errorf("after ipvsadm -C and a resync:\n%s", out)
+	}
+
+	d.stop()
+	if out := d.ipvsadm(); !strings.Contains(out, "192.0.2.50:80") {
+		t.Errorf("the table did not survive a stop:\n%s", out)
+	}
+
+	d.write("    - {name: other, address: 192.0.2.51:80, check: {type: none}, real_servers: [{address: 198.51.100.11}]}\n")
+	d.start()
+	if out := d.ipvsadm(); strings.Contains(out, "192.0.2.50:80") || !strings.Contains(out, "192.0.2.51:80") {
+		t.Errorf("after a restart without web:\n%s", out)
+	}
+	d.stop()
+
+	d.start("--flush-on-stop")
+	d.stop()
+	if out := d.ipvsadm(); strings.Contains(out, "192.0.2.51:80") {
+		t.Errorf("--flush-on-stop left:\n%s", out)
+	}
+}
