@@ -302,7 +302,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			e.shutdown()
 			stopLoop()
-			for range scripts {
+			if scripts != nil {
+				for range scripts { // wait for running scripts to finish
+				}
 			}
 			e.waitHooks(5 * time.Second)
 			return nil
@@ -313,9 +315,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		case u := <-links:
 			e.handleLink(u)
 		case s, ok := <-scripts:
-			if ok {
-				e.handleScript(s)
+			if !ok {
+				// Closed (no scripts configured): a nil channel is never
+				// ready, so the loop does not spin on it.
+				scripts = nil
+				continue
 			}
+			e.handleScript(s)
 		case s := <-e.svc:
 			e.handleService(s)
 		case <-tick.C:

@@ -587,3 +587,33 @@ func TestNetnsTrackedScriptWeightMovesMaster(t *testing.T) {
 	lb1.waitState("VI_1", "MASTER", 3*time.Second)
 	lb2.waitState("VI_1", "BACKUP", time.Second)
 }
+
+// An idle director costs nothing: with no tracked scripts (a closed
+// channel in the loop) directord once spun a core at 100%.
+func TestNetnsIdleDirectordDoesNotSpin(t *testing.T) {
+	lab := netlab.New(t)
+	n := newNode(t, lab.AddHost("lb1", "192.0.2.11/24"), "vrrp:\n  instances:\n"+instanceYAML("VI_1", 51, 150, "1s", ""))
+	n.start()
+	n.waitState("VI_1", "BACKUP", time.Second)
+	before := cpuTime(t, n.proc.Pid())
+	time.Sleep(2 * time.Second)
+	if used := cpuTime(t, n.proc.Pid()) - before; used > 200*time.Millisecond {
+		t.Errorf("idle directord used %v of CPU in 2s", used)
+	}
+}
+
+// cpuTime is a process's user+system time from /proc/PID/stat.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command name (which may hold spaces).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks
+}
