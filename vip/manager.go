@@ -90,6 +90,10 @@ type Config struct {
 	// ConflictHoldoff reports one conflict per VIP and foreign MAC at most
 	// this often. Default 10s.
 	ConflictHoldoff time.Duration
+	// ConflictGrace is how long a claim must outlive before it counts: in
+	// a normal handback the new master's gratuitous ARP can arrive before
+	// its advert has made this node release the VIP. Default 500ms.
+	ConflictGrace time.Duration
 
 	listen listenFunc
 }
@@ -145,6 +149,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.ConflictHoldoff <= 0 {
 		cfg.ConflictHoldoff = 10 * time.Second
+	}
+	if cfg.ConflictGrace <= 0 {
+		cfg.ConflictGrace = 500 * time.Millisecond
 	}
 	if cfg.listen == nil {
 		cfg.listen = listenPacket
@@ -657,26 +664,42 @@ func (m *Manager) announce(o *owner, only []Address) {
 
 // onClaim sees every ARP packet and neighbour advertisement on the links. A
 // claim for a VIP we hold, on the VIP's interface, from a MAC that is not
-// the interface's, is another host answering for our address.
+// the interface's, is another host answering for our address, if we still
+// hold the address ConflictGrace later.
 func (m *Manager) onClaim(l *link, c claim) {
 	if bytes.Equal(c.mac, l.ifi.HardwareAddr) {
 		return
 	}
 	m.mu.Lock()
-	var hit *Address
-	var ownerName string
+	o, _ := m.holdingLocked(c.ip, l.ifi.Name)
+	m.mu.Unlock()
+	if o == nil {
+		return
+	}
+	time.AfterFunc(m.cfg.ConflictGrace, func() { m.confirmConflict(o, l.ifi.Name, c) })
+}
+
+// holdingLocked returns the owner holding ip on ifname, and the address.
+func (m *Manager) holdingLocked(ip netip.Addr, ifname string) (*owner, Address) {
 	for _, o := range m.owners {
-		for i, a := range o.addrs {
-			if a.Prefix.Addr() == c.ip && a.Interface == l.ifi.Name {
-				hit, ownerName = &o.addrs[i], o.name
+		for _, a := range o.addrs {
+			if a.Prefix.Addr() == ip && a.Interface == ifname {
+				return o, a
 			}
 		}
 	}
-	if hit == nil {
+	return nil, Address{}
+}
+
+func (m *Manager) confirmConflict(was *owner, ifname string, c claim) {
+	m.mu.Lock()
+	o, a := m.holdingLocked(c.ip, ifname)
+	if o == nil || o != was || m.closed {
+		// Released meanwhile: a handover, not a conflict.
 		m.mu.Unlock()
 		return
 	}
-	a := *hit
+	ownerName := o.name
 	key := conflictKey{c.ip, c.mac.String()}
 	now := time.Now()
 	if last, ok := m.lastConflict[key]; ok && now.Sub(last) < m.cfg.ConflictHoldoff {

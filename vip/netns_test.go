@@ -602,3 +602,34 @@ func TestNetnsReacquireAppliesOnlyTheDifference(t *testing.T) {
 	}
 	stopHelper(t, p)
 }
+
+// A handback is not a conflict: the new master's gratuitous ARP may arrive
+// just before this node releases the VIP, and is then forgotten.
+func TestNetnsClaimDuringHandbackIsNoConflict(t *testing.T) {
+	a, b, _ := newLab(t)
+	pb := startHelper(t, b, spec{StateDir: t.TempDir(), Addrs: vipAddrs(), Repeat: 1})
+	err := a.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeARP), nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		f, err := garpRequest(ifi.HardwareAddr, netip.MustParseAddr(vip4))
+		if err != nil {
+			return err
+		}
+		_, err = c.WriteTo(f, &packet.Addr{HardwareAddr: ethernet.Broadcast})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopHelper(t, pb) // releases the VIP well within the grace
+	if cs := findEvents(pb, "conflict", ""); len(cs) != 0 {
+		t.Errorf("a claim followed by our release was reported: %+v", cs)
+	}
+}
