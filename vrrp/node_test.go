@@ -55,6 +55,14 @@ func newNode(t *testing.T, h *netlab.Host, vrrpYAML string) *node {
 	dir := t.TempDir()
 	n := &node{t: t, h: h, name: h.Label, cfg: filepath.Join(dir, "directord.yaml"), state: filepath.Join(dir, "state"), binary: netlab.Binary(t, "./cmd/directord")}
 	n.write(vrrpYAML)
+	// Registered after t.TempDir, so it runs before the directory is
+	// removed: a running directord still writes its state there.
+	t.Cleanup(func() {
+		if n.proc != nil {
+			_ = n.proc.Signal(syscall.SIGTERM)
+			_ = n.proc.Wait(10 * time.Second)
+		}
+	})
 	return n
 }
 
@@ -72,7 +80,7 @@ func (n *node) start() {
 	n.waitLog(5*time.Second, func(l logLine) bool { return l.Msg == "directord running" })
 }
 
-// lines parses the process output so far (every run of this node).
+// lines parses the output of the node's current run so far.
 func (n *node) lines() []logLine {
 	var out []logLine
 	sc := bufio.NewScanner(bytes.NewReader(n.proc.Output()))

@@ -249,7 +249,12 @@ func (l *Link) Host() *Host { return l.host }
 func (l *Link) Unplug() error { return l.setPort(false) }
 
 // Plug undoes Unplug.
-func (l *Link) Plug() error { return l.setPort(true) }
+func (l *Link) Plug() error {
+	if err := l.setPort(true); err != nil {
+		return err
+	}
+	return waitCarrier(l.host.nl, l.Name, 5*time.Second)
+}
 
 func (l *Link) setPort(up bool) error {
 	sw := l.host.lab.swNL

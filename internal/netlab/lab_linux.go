@@ -373,6 +373,11 @@ func (s *Segment) addLink(h *Host, ifname string, addrs []string) (*Link, error)
 	if err := h.nl.LinkSetUp(hl); err != nil {
 		return nil, fmt.Errorf("host %s: set %s up: %w", h.Label, ifname, err)
 	}
+	// Return a link that carries packets: daemons started at once would
+	// otherwise lose their first frames (keepalived starts in FAULT).
+	if err := waitCarrier(h.nl, ifname, 5*time.Second); err != nil {
+		return nil, fmt.Errorf("host %s: %w", h.Label, err)
+	}
 	l := &Link{
 		Name:    ifname,
 		Port:    port,
@@ -385,6 +390,27 @@ func (s *Segment) addLink(h *Host, ifname string, addrs []string) (*Link, error)
 	h.links = append(h.links, l)
 	lab.mu.Unlock()
 	return l, nil
+}
+
+// waitCarrier waits until the named link is operationally up. The carrier
+// flag comes first; the device's queue is only activated later by the
+// kernel's linkwatch (up to a second on a busy machine), and until then
+// what is sent is dropped.
+func waitCarrier(h *netlink.Handle, name string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", name, err)
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s has no carrier after %v", name, d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // setUp brings the named link of handle h up.
