@@ -40,9 +40,14 @@ test-vm:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./vrrp
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConnections$$' -fuzztime $(FUZZTIME) ./ipvs
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReplies$$' -fuzztime $(FUZZTIME) ./ipvs
 
+# Speed goals as ratios against the reference tool measured in the same run
+# (TESTING.md). VRRP: client-visible takeover outage, directord vs
+# keepalived (root and network namespaces; skips without them).
 bench:
-	@echo "bench: no benchmarks yet; the VRRP, IPVS and health-check work adds them, each as a ratio against keepalived/ipvsadm measured in the same run"
+	$(GO) test -run '^$$' -bench '^BenchmarkNetnsTakeover$$' -benchtime 1x -timeout 20m ./vrrp
 
 demo: build
 	@scripts/demo.sh $(BIN)/directord
