@@ -503,26 +503,7 @@ func TestNetnsConflictReported(t *testing.T) {
 	}
 
 	// After taking: host A announces the VIP as a second master would.
-	err := a.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		c, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeARP), nil)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		f, err := garpRequest(ifi.HardwareAddr, netip.MustParseAddr(vip4))
-		if err != nil {
-			return err
-		}
-		_, err = c.WriteTo(f, &packet.Addr{HardwareAddr: ethernet.Broadcast})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendGARP(t, a, vip4)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, e := range findEvents(pb, "conflict", vip4) {
@@ -608,7 +589,17 @@ func TestNetnsReacquireAppliesOnlyTheDifference(t *testing.T) {
 func TestNetnsClaimDuringHandbackIsNoConflict(t *testing.T) {
 	a, b, _ := newLab(t)
 	pb := startHelper(t, b, spec{StateDir: t.TempDir(), Addrs: vipAddrs(), Repeat: 1})
-	err := a.Do(func() error {
+	sendGARP(t, a, vip4)
+	stopHelper(t, pb) // releases the VIP well within the grace
+	if cs := findEvents(pb, "conflict", ""); len(cs) != 0 {
+		t.Errorf("a claim followed by our release was reported: %+v", cs)
+	}
+}
+
+// sendGARP makes host h announce ip as a second master would.
+func sendGARP(t *testing.T, h *netlab.Host, ip string) {
+	t.Helper()
+	err := h.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -618,7 +609,7 @@ func TestNetnsClaimDuringHandbackIsNoConflict(t *testing.T) {
 			return err
 		}
 		defer c.Close()
-		f, err := garpRequest(ifi.HardwareAddr, netip.MustParseAddr(vip4))
+		f, err := garpRequest(ifi.HardwareAddr, netip.MustParseAddr(ip))
 		if err != nil {
 			return err
 		}
@@ -626,10 +617,6 @@ func TestNetnsClaimDuringHandbackIsNoConflict(t *testing.T) {
 		return err
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	stopHelper(t, pb) // releases the VIP well within the grace
-	if cs := findEvents(pb, "conflict", ""); len(cs) != 0 {
-		t.Errorf("a claim followed by our release was reported: %+v", cs)
+		t.Fatalf("send a gratuitous ARP for %s from %s: %v", ip, h, err)
 	}
 }

@@ -161,15 +161,9 @@ func TestNetnsNoPreemptKeepsTheCurrentMaster(t *testing.T) {
 // returns the router comes back through BACKUP and preempts.
 func TestNetnsTrackedInterfaceDownFaultsAndPeerTakesOver(t *testing.T) {
 	lab := netlab.New(t)
-	sync := lab.NewSegment("sync")
-	var nodes []*node
-	for i, prio := range []int{150, 120} {
-		h := lab.AddHost([]string{"lb1", "lb2"}[i], []string{"192.0.2.11/24", "192.0.2.12/24"}[i])
-		sync.AddLink(h, "eth1", []string{"198.51.100.11/24", "198.51.100.12/24"}[i])
-		n := newNode(t, h, "vrrp:\n  instances:\n"+instanceYAML("VI_1", 51, prio, "100ms", "      track:\n        interfaces: [{name: eth1, weight: 0}]\n"))
-		n.start()
-		nodes = append(nodes, n)
-	}
+	nodes := twoNodes(t, lab, lab.NewSegment("sync"), func(i int) string {
+		return "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, []int{150, 120}[i], "100ms", "      track:\n        interfaces: [{name: eth1, weight: 0}]\n")
+	})
 	lb1, lb2 := nodes[0], nodes[1]
 	lb1.waitState("VI_1", "MASTER", 3*time.Second)
 	lb2.waitState("VI_1", "BACKUP", 3*time.Second)
@@ -200,11 +194,16 @@ func TestNetnsTrackedInterfaceDownFaultsAndPeerTakesOver(t *testing.T) {
 	}
 }
 
-func twoNodes(t *testing.T, lab *netlab.Lab, vrrp func(i int) string) []*node {
+// twoNodes starts lb1 and lb2 on the LAN, each also on seg (as eth1) if
+// seg is not nil.
+func twoNodes(t *testing.T, lab *netlab.Lab, seg *netlab.Segment, vrrp func(i int) string) []*node {
 	t.Helper()
 	var nodes []*node
 	for i := range 2 {
 		h := lab.AddHost([]string{"lb1", "lb2"}[i], []string{"192.0.2.11/24", "192.0.2.12/24"}[i])
+		if seg != nil {
+			seg.AddLink(h, "eth1", []string{"198.51.100.11/24", "198.51.100.12/24"}[i])
+		}
 		n := newNode(t, h, vrrp(i))
 		n.start()
 		nodes = append(nodes, n)
@@ -217,7 +216,7 @@ func twoNodes(t *testing.T, lab *netlab.Lab, vrrp func(i int) string) []*node {
 // one advert interval, because the higher master answers its advert at once.
 func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 	lab := netlab.New(t)
-	nodes := twoNodes(t, lab, func(i int) string {
+	nodes := twoNodes(t, lab, nil, func(i int) string {
 		return "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, []int{100, 150}[i], "100ms", "")
 	})
 	lb1, lb2 := nodes[0], nodes[1]
@@ -261,7 +260,7 @@ func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 func TestNetnsUnicastDropsNonPeers(t *testing.T) {
 	lab := netlab.New(t)
 	peers := []string{"192.0.2.12", "192.0.2.11"}
-	nodes := twoNodes(t, lab, func(i int) string {
+	nodes := twoNodes(t, lab, nil, func(i int) string {
 		return "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, []int{100, 150}[i], "100ms",
 			"      unicast_peers: ["+peers[i]+"]\n")
 	})
@@ -294,7 +293,7 @@ func TestNetnsUnicastDropsNonPeers(t *testing.T) {
 // addresses) are dropped and counted by reason, and nobody changes state.
 func TestNetnsCraftedAdvertsAreDroppedAndCounted(t *testing.T) {
 	lab := netlab.New(t)
-	nodes := twoNodes(t, lab, func(i int) string {
+	nodes := twoNodes(t, lab, nil, func(i int) string {
 		prio := []int{100, 150}[i]
 		return "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, prio, "100ms", "") + fmt.Sprintf(`    - name: VI_2
       interface: eth0
@@ -391,7 +390,7 @@ func TestNetnsCraftedAdvertsAreDroppedAndCounted(t *testing.T) {
 // live master. It processes the adverts first and stays backup.
 func TestNetnsStalledBackupDoesNotTakeOver(t *testing.T) {
 	lab := netlab.New(t)
-	nodes := twoNodes(t, lab, func(i int) string {
+	nodes := twoNodes(t, lab, nil, func(i int) string {
 		return "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, []int{100, 150}[i], "100ms", "")
 	})
 	lb1, lb2 := nodes[0], nodes[1]
@@ -467,12 +466,9 @@ func TestNetnsIPv6Failover(t *testing.T) {
 // the whole group faults, and the peer becomes master of every member.
 func TestNetnsSyncGroupFaultsTogether(t *testing.T) {
 	lab := netlab.New(t)
-	sync := lab.NewSegment("sync")
-	var nodes []*node
-	for i, prio := range []int{150, 100} {
-		h := lab.AddHost([]string{"lb1", "lb2"}[i], []string{"192.0.2.11/24", "192.0.2.12/24"}[i])
-		sync.AddLink(h, "eth1", []string{"198.51.100.11/24", "198.51.100.12/24"}[i])
-		n := newNode(t, h, fmt.Sprintf(`vrrp:
+	nodes := twoNodes(t, lab, lab.NewSegment("sync"), func(i int) string {
+		prio := []int{150, 100}[i]
+		return fmt.Sprintf(`vrrp:
   sync_groups:
     - {name: G1, instances: [VI_1, VI_2]}
   instances:
@@ -484,10 +480,8 @@ func TestNetnsSyncGroupFaultsTogether(t *testing.T) {
       virtual_addresses: [192.0.2.60]
       track:
         interfaces: [{name: eth1, weight: 0}]
-`, instanceYAML("VI_1", 51, prio, "100ms", ""), prio))
-		n.start()
-		nodes = append(nodes, n)
-	}
+`, instanceYAML("VI_1", 51, prio, "100ms", ""), prio)
+	})
 	lb1, lb2 := nodes[0], nodes[1]
 	for _, inst := range []string{"VI_1", "VI_2"} {
 		lb1.waitState(inst, "MASTER", 3*time.Second)
