@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
@@ -53,6 +54,8 @@ type link struct {
 	// closed tells readers that their read error is the close, whichever
 	// error value the socket layer chose for it.
 	closed atomic.Bool
+	// checked is when the interface was last looked up (Manager.mu).
+	checked time.Time
 }
 
 // linkHooks receive what a link's readers see.

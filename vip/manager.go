@@ -113,7 +113,9 @@ type Manager struct {
 	// repairErr remembers the last repair failure per address, so a
 	// persistent one is logged once, not every GuardInterval.
 	repairErr map[Address]string
-	closed    bool
+	// saved is what the state file holds, to skip writing it unchanged.
+	saved  []stateEntry
+	closed bool
 
 	bound, released, readded, stale, conflicts, sent, errs atomic.Uint64
 
@@ -302,6 +304,10 @@ func (m *Manager) present(a Address, cache map[string][]netlink.Addr) (bool, err
 // returns nil for an interface without an Ethernet address (loopback, a
 // tunnel): there is no neighbour cache to update, so nothing to announce.
 func (m *Manager) linkFor(name string) (*link, error) {
+	if l, ok := m.links[name]; ok && time.Since(l.checked) < linkRecheck {
+		// Checked moments ago: a takeover must not wait for a link dump.
+		return l, nil
+	}
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("interface %s: %w", name, err)
@@ -311,6 +317,7 @@ func (m *Manager) linkFor(name string) (*link, error) {
 	}
 	if l, ok := m.links[name]; ok {
 		if l.ifi.Index == ifi.Index && bytes.Equal(l.ifi.HardwareAddr, ifi.HardwareAddr) {
+			l.checked = time.Now()
 			return l, nil
 		}
 		l.close()
@@ -320,8 +327,24 @@ func (m *Manager) linkFor(name string) (*link, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.checked = time.Now()
 	m.links[name] = l
 	return l, nil
+}
+
+// linkRecheck is how long a link is used without looking the interface up
+// again; a failed send drops it at once.
+const linkRecheck = time.Second
+
+// dropLink forgets a link whose send failed, so the next use reopens it
+// (the interface may have been replaced).
+func (m *Manager) dropLink(l *link) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.links[l.ifi.Name] == l {
+		delete(m.links, l.ifi.Name)
+		l.close()
+	}
 }
 
 func (m *Manager) onReadErr(l *link, err error) {
@@ -354,9 +377,16 @@ func (m *Manager) stateLocked(extra ...Address) []stateEntry {
 // saveLocked writes the state file. A failure is reported but does not stop
 // a takeover: serving the VIP matters more than the crash-cleanup record.
 func (m *Manager) saveLocked(extra ...Address) {
-	if err := writeState(m.cfg.StateDir, m.stateLocked(extra...)); err != nil {
-		m.fail("", Address{}, err)
+	entries := sortedState(m.stateLocked(extra...))
+	if m.saved != nil && slices.Equal(entries, m.saved) {
+		return // unchanged: spare the takeover a write and an fsync
 	}
+	if err := writeState(m.cfg.StateDir, entries); err != nil {
+		m.fail("", Address{}, err)
+		m.saved = nil
+		return
+	}
+	m.saved = entries
 }
 
 // Acquire makes owner hold exactly addrs, announced on schedule ann. For a
@@ -657,6 +687,7 @@ func (m *Manager) announce(o *owner, only []Address) {
 	m.mu.Unlock()
 	for _, j := range jobs {
 		if err := j.l.announce(j.a.Prefix.Addr()); err != nil {
+			m.dropLink(j.l)
 			m.fail(o.name, j.a, fmt.Errorf("announce %s: %w", j.a, err))
 		}
 	}

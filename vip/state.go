@@ -44,12 +44,19 @@ func readState(dir string) ([]stateEntry, error) {
 	return doc.Addresses, nil
 }
 
-// writeState replaces the state file atomically.
-func writeState(dir string, entries []stateEntry) error {
+// sortedState returns the entries in the file's order (by address, then
+// interface), as a new slice.
+func sortedState(entries []stateEntry) []stateEntry {
 	entries = slices.Clone(entries)
 	slices.SortFunc(entries, func(a, b stateEntry) int {
 		return cmp.Or(a.Address.Addr().Compare(b.Address.Addr()), strings.Compare(a.Interface, b.Interface))
 	})
+	return entries
+}
+
+// writeState replaces the state file atomically.
+func writeState(dir string, entries []stateEntry) error {
+	entries = sortedState(entries)
 	b, err := json.MarshalIndent(stateDoc{Addresses: entries}, "", "  ")
 	if err != nil {
 		return err
