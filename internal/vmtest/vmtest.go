@@ -51,6 +51,10 @@ type Options struct {
 	MemoryMB int
 	// CPUs is the number of guest CPUs. Default 2.
 	CPUs int
+	// Console, if set, is called with each line of the guest's serial
+	// console (control characters removed), besides logging it: a
+	// benchmark parses its guest's result lines here.
+	Console func(line string)
 }
 
 // ciEnv reports whether we run in CI, where a VM tier that cannot run fails.
@@ -60,7 +64,7 @@ func ciEnv() bool {
 }
 
 // unavailable skips the test with reason, or fails it under CI=true.
-func unavailable(t *testing.T, format string, args ...any) {
+func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if ciEnv() {
@@ -79,6 +83,28 @@ func unavailable(t *testing.T, format string, args ...any) {
 // (no qemu, no apt, ...) and under -short. With CI=true it never skips: an
 // unavailable VM fails the test and -short is ignored.
 func Run(t *testing.T, opts Options) {
+	t.Helper()
+	run(t, opts, func(line string) { t.Helper(); t.Log(line) })
+}
+
+// RunB is Run for a benchmark: it boots the guest once, whatever b.N, and
+// the caller reports what the guest measured (see Options.Console). The
+// testing package keeps only the first lines of a benchmark's log, so the
+// guest's console is logged only when b fails. A benchmark has no
+// deadline of its own: only Options.Timeout bounds the guest.
+func RunB(b *testing.B, opts Options) {
+	b.Helper()
+	var console []string
+	defer func() {
+		if b.Failed() && len(console) > 0 {
+			b.Log("guest console:\n" + strings.Join(console, "\n"))
+		}
+	}()
+	run(b, opts, func(line string) { console = append(console, line) })
+}
+
+// run is Run and RunB; logLine receives each console line.
+func run(t testing.TB, opts Options, logLine func(string)) {
 	t.Helper()
 	if InGuest() {
 		t.Skip("vmtest.Run called inside the guest")
@@ -115,8 +141,10 @@ func Run(t *testing.T, opts Options) {
 	// The timeout counts from here: a cold image build (download) does
 	// not eat into the guest's time.
 	deadline := time.Now().Add(opts.Timeout)
-	if d, ok := t.Deadline(); ok && d.Add(-10*time.Second).Before(deadline) {
-		deadline = d.Add(-10 * time.Second)
+	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if d, ok := dt.Deadline(); ok && d.Add(-10*time.Second).Before(deadline) {
+			deadline = d.Add(-10 * time.Second)
+		}
 	}
 	dir := t.TempDir()
 	start = time.Now()
@@ -131,7 +159,7 @@ func Run(t *testing.T, opts Options) {
 	t.Logf("vmtest: kernel %s; image ready in %v, test binary built in %v",
 		img.KernelVersion, prep.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 
-	res := boot(t, qemu, img.Kernel, initrd, nonce, opts, deadline)
+	res := boot(t, qemu, img.Kernel, initrd, nonce, opts, deadline, logLine)
 	if res.err != nil {
 		t.Fatalf("vmtest: %v\nlast console lines:\n%s", res.err, strings.Join(res.tail, "\n"))
 	}
@@ -285,9 +313,9 @@ var (
 	ctrlRE = regexp.MustCompile("\x1b\\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 )
 
-// boot runs qemu and streams the console to t.Log until the guest reports
+// boot runs qemu and streams the console to logLine until the guest reports
 // its exit status and powers off.
-func boot(t *testing.T, qemu, kernel, initrd, nonce string, opts Options, deadline time.Time) bootResult {
+func boot(t testing.TB, qemu, kernel, initrd, nonce string, opts Options, deadline time.Time, logLine func(string)) bootResult {
 	t.Helper()
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -328,7 +356,10 @@ func boot(t *testing.T, qemu, kernel, initrd, nonce string, opts Options, deadli
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := ctrlRE.ReplaceAllString(sc.Text(), "")
-		t.Log("guest| " + line)
+		logLine("guest| " + line)
+		if opts.Console != nil {
+			opts.Console(line)
+		}
 		res.tail = append(res.tail, line)
 		if len(res.tail) > 40 {
 			res.tail = res.tail[1:]
