@@ -84,3 +84,45 @@ func TestGuestManagerIsIdempotentOnTheRealKernel(t *testing.T) {
 		t.Fatalf("resync after the repair: %v, operations:\n%v", err, res.Applied)
 	}
 }
+
+// Bad input the kernel refuses (a scheduler it lacks) fails that service
+// alone with a clear error: the rest of the table is applied, nothing else
+// is disturbed, and every resync tries again.
+func TestGuestManagerKernelErrorMidApply(t *testing.T) {
+	l := newKernelLab(t)
+	cfg, err := config.Parse("bad.yaml", []byte(`ipvs:
+  virtual_services:
+    - {name: a, address: "192.0.2.50:80", forwarding: nat, real_servers: [{address: "198.51.100.11:80"}]}
+    - {name: b, address: "192.0.2.51:80", forwarding: nat, real_servers: [{address: "198.51.100.11:80"}]}
+    - {name: c, address: "192.0.2.52:80", forwarding: nat, real_servers: [{address: "198.51.100.12:80"}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewManager(l.k, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A scheduler no kernel has; configuration validation only lets known
+	// names through, so it is set on the desired table.
+	desired := Desired(cfg, nil)
+	desired.Services[1].Service.Scheduler = "nosuch"
+	res, err := m.Apply(desired)
+	if err == nil || !strings.Contains(err.Error(), `scheduler "nosuch" not available in this kernel`) {
+		t.Fatalf("apply error %v, want one naming the missing scheduler", err)
+	}
+	if len(res.Failed) != 1 || res.Failed[0].Op.Key.Port != 80 || res.Failed[0].Op.Key.Address.String() != "192.0.2.51" {
+		t.Errorf("failed operations %v, want the twos service only", res.Failed)
+	}
+	out := l.ipvsadm("-Ln")
+	if !strings.Contains(out, "192.0.2.50:80") || !strings.Contains(out, "192.0.2.52:80") || strings.Contains(out, "192.0.2.51:80") {
+		t.Errorf("the rest of the table was not applied:\n%s", out)
+	}
+	res, err = m.Resync()
+	if err == nil || len(res.Failed) != 1 {
+		t.Errorf("resync did not try the refused service again: %v %v", err, res.Failed)
+	}
+	if len(res.Applied) != 0 {
+		t.Errorf("resync disturbed the applied services: %v", res.Applied)
+	}
+}
