@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -129,7 +132,7 @@ func (m *Manager) RemoveStale(desired Table) (Result, error) {
 		}
 	}
 	var res Result
-	errs := []error{m.own(desired, actual, nil, false, &res)}
+	errs := []error{m.own(desired, actual, nil, false, nil, &res)}
 	errs = append(errs, m.run(ops, &res, func(op Op) {
 		m.log.Warn("removed IPVS service left by an earlier run", "service", op.Key.String())
 	}))
@@ -141,14 +144,48 @@ func (m *Manager) RemoveStale(desired Table) (Result, error) {
 // kernel refuses is reported in Result.Failed and in the error, and the
 // others are still applied; the next Apply or Resync tries it again. The
 // error is nil only if everything was applied and the state file saved.
+//
+// Only the services whose desired entry changed since the last Apply are
+// read back from the kernel (all of them the first time, or while an
+// earlier operation failed): a change to one real server of a thousand
+// services costs one service's read and one operation. Drift elsewhere is
+// Resync's job.
 func (m *Manager) Apply(desired Table) (Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	prev := m.last
 	last := cloneTable(desired)
 	m.last = &last
-	return m.apply(desired, func(op Op) {
-		m.log.Info("IPVS change applied", opAttrs(op)...)
-	})
+	logOp := func(op Op) { m.log.Info("IPVS change applied", opAttrs(op)...) }
+	if prev == nil || len(m.failed) > 0 {
+		return m.apply(desired, nil, logOp)
+	}
+	return m.apply(desired, changedKeys(*prev, desired), logOp)
+}
+
+// changedKeys returns the services added, removed or changed between two
+// desired tables.
+func changedKeys(prev, next Table) map[ServiceKey]bool {
+	byKey := func(t Table) map[ServiceKey]DesiredService {
+		out := make(map[ServiceKey]DesiredService, len(t.Services))
+		for _, ds := range t.Services {
+			out[ds.Service.Key.canonical()] = ds
+		}
+		return out
+	}
+	p, n := byKey(prev), byKey(next)
+	out := map[ServiceKey]bool{}
+	for k, ds := range n {
+		if old, ok := p[k]; !ok || !reflect.DeepEqual(old, ds) {
+			out[k] = true
+		}
+	}
+	for k := range p {
+		if _, ok := n[k]; !ok {
+			out[k] = true
+		}
+	}
+	return out
 }
 
 // Resync applies the last desired table again, repairing whatever changed
@@ -162,7 +199,7 @@ func (m *Manager) Resync() (Result, error) {
 		return Result{}, nil
 	}
 	failed := m.failed
-	return m.apply(*m.last, func(op Op) {
+	return m.apply(*m.last, nil, func(op Op) {
 		if failed[idOf(op)] {
 			m.log.Info("IPVS change applied on retry", opAttrs(op)...)
 			return
@@ -172,11 +209,32 @@ func (m *Manager) Resync() (Result, error) {
 	})
 }
 
-func (m *Manager) apply(desired Table, logOp func(Op)) (Result, error) {
-	actual, err := m.k.Services()
-	if err != nil {
-		m.errs.Add(1)
-		return Result{}, fmt.Errorf("read IPVS table: %w", err)
+// apply plans desired against the kernel and runs the plan. scope, if not
+// nil, limits both to those services: the others are neither read nor
+// touched.
+func (m *Manager) apply(desired Table, scope map[ServiceKey]bool, logOp func(Op)) (Result, error) {
+	var actual []Entry
+	if scope == nil {
+		var err error
+		if actual, err = m.k.Services(); err != nil {
+			m.errs.Add(1)
+			return Result{}, fmt.Errorf("read IPVS table: %w", err)
+		}
+	} else {
+		keys := slices.SortedFunc(maps.Keys(scope), func(a, b ServiceKey) int { return strings.Compare(a.String(), b.String()) })
+		for _, key := range keys {
+			e, ok, err := m.k.Service(key)
+			if err != nil {
+				m.errs.Add(1)
+				return Result{}, fmt.Errorf("read IPVS table: %w", err)
+			}
+			if ok {
+				actual = append(actual, e)
+			}
+		}
+		desired.Services = slices.DeleteFunc(slices.Clone(desired.Services), func(ds DesiredService) bool {
+			return !scope[ds.Service.Key.canonical()]
+		})
 	}
 	var errs []error
 	ops := Plan(desired, actual, m.owned)
@@ -190,7 +248,7 @@ func (m *Manager) apply(desired Table, logOp func(Op)) (Result, error) {
 		}
 	}
 	var res Result
-	errs = append(errs, m.own(desired, actual, ops, true, &res))
+	errs = append(errs, m.own(desired, actual, ops, true, scope, &res))
 	errs = append(errs, m.run(ops, &res, logOp))
 	m.failed = map[opID]bool{}
 	for _, f := range res.Failed {
@@ -207,7 +265,7 @@ func (m *Manager) apply(desired Table, logOp func(Op)) (Result, error) {
 // owned from now (listed before they exist, so a crash never leaves one
 // installed and unlisted); owned services neither desired nor in the
 // kernel are forgotten.
-func (m *Manager) own(desired Table, actual []Entry, ops []Op, adopt bool, res *Result) error {
+func (m *Manager) own(desired Table, actual []Entry, ops []Op, adopt bool, scope map[ServiceKey]bool, res *Result) error {
 	have := map[ServiceKey]bool{}
 	for _, e := range actual {
 		have[e.Service.Key.canonical()] = true
@@ -231,6 +289,9 @@ func (m *Manager) own(desired Table, actual []Entry, ops []Op, adopt bool, res *
 		}
 	}
 	for key := range m.owned {
+		if scope != nil && !scope[key] {
+			continue // not read this time: nothing is known of it
+		}
 		if !want[key] && !have[key] {
 			delete(m.owned, key)
 			changed = true

@@ -3,6 +3,7 @@
 package ipvs
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -68,6 +69,13 @@ func TestGuestManagerIsIdempotentOnTheRealKernel(t *testing.T) {
 	}
 	if out := l.ipvsadm("-Ln"); !strings.Contains(out, "203.0.113.9:22") || !strings.Contains(out, "198.51.100.13:80") {
 		t.Errorf("after the reload ipvsadm -Ln shows:\n%s", out)
+	}
+	// Reading one service: found with its destinations, or cleanly absent.
+	if e, ok, err := l.k.Service(ServiceKey{Protocol: TCP, Address: netip.MustParseAddr("192.0.2.50"), Port: 80}); err != nil || !ok || len(e.Destinations) != 3 {
+		t.Errorf("Service(web): %v %v, %d destinations, want found with 3", ok, err, len(e.Destinations))
+	}
+	if _, ok, err := l.k.Service(ServiceKey{Protocol: TCP, Address: netip.MustParseAddr("192.0.2.99"), Port: 80}); err != nil || ok {
+		t.Errorf("Service(missing): %v %v, want not found and no error", ok, err)
 	}
 
 	// ipvsadm -C, then a resync puts back exactly what directord owns.

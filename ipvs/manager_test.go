@@ -168,8 +168,8 @@ func TestManagerSecondApplyChangesNothing(t *testing.T) {
 	if len(res.Applied)+len(res.Failed)+len(res.Skipped) != 0 {
 		t.Errorf("second Apply did %v", opStrings(res.Applied))
 	}
-	// One read of the table, and not one write.
-	if diff := cmp.Diff([]ipvstest.Call{{Method: "Services"}}, k.Calls(), addrEq); diff != "" {
+	// Nothing changed since the last Apply: not even a read.
+	if diff := cmp.Diff([]ipvstest.Call(nil), k.Calls(), addrEq); diff != "" {
 		t.Errorf("kernel calls (-want +got):\n%s", diff)
 	}
 }
@@ -185,7 +185,8 @@ func TestManagerReloadAddsOneRealServer(t *testing.T) {
 	if diff := cmp.Diff([]string{"add destination 198.51.100.14:80 to TCP 192.0.2.50:80 (Route, weight 1)"}, opStrings(res.Applied)); diff != "" {
 		t.Errorf("applied (-want +got):\n%s", diff)
 	}
-	want := []ipvstest.Call{{Method: "Services"}, {Method: "NewDestination", Key: webKey, Dest: dk("198.51.100.14:80")}}
+	// Only the changed service is read back, not the table.
+	want := []ipvstest.Call{{Method: "Service", Key: webKey}, {Method: "NewDestination", Key: webKey, Dest: dk("198.51.100.14:80")}}
 	if diff := cmp.Diff(want, k.Calls(), addrEq); diff != "" {
 		t.Errorf("kernel calls (-want +got):\n%s", diff)
 	}
@@ -530,5 +531,35 @@ func TestManagerStateFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ipvs.json.corrupt")); err != nil {
 		t.Errorf("corrupt state file not kept: %v", err)
+	}
+}
+
+// A targeted Apply must not lose track of the services it did not read:
+// after a change to one service, a removed service and the untouched ones
+// are still handled right, and a resync finds nothing to repair.
+func TestManagerTargetedApplyKeepsOwnership(t *testing.T) {
+	k := ipvstest.New()
+	m, _ := newManager(t, k, t.TempDir())
+	mustApply(t, m, desired(t, twoServices))
+	owned := len(m.Owned())
+	more := strings.Replace(twoServices, "        - {address: 198.51.100.13}\n",
+		"        - {address: 198.51.100.13}\n        - {address: 198.51.100.14}\n", 1)
+	mustApply(t, m, desired(t, more))
+	if got := len(m.Owned()); got != owned {
+		t.Errorf("owned services %d after a one-service change, want %d", got, owned)
+	}
+	res, err := m.Resync()
+	if err != nil || len(res.Applied) != 0 {
+		t.Errorf("resync after a targeted apply: %v %v", err, opStrings(res.Applied))
+	}
+	// Removing a whole service is a targeted Apply too.
+	d := desired(t, more)
+	d.Services = d.Services[:1]
+	res = mustApply(t, m, d)
+	if len(res.Applied) != 1 || res.Applied[0].Kind != ipvs.DelService {
+		t.Errorf("removing a service applied %v, want one DelService", opStrings(res.Applied))
+	}
+	if got := len(m.Owned()); got != owned-1 {
+		t.Errorf("owned services %d after removing one, want %d", got, owned-1)
 	}
 }

@@ -214,24 +214,61 @@ func (k *NetlinkKernel) Services() ([]Entry, error) {
 		entries = append(entries, e)
 	}
 	for i := range entries {
-		key := entries[i].Service.Key
-		svc, err := serviceAttr(Service{Key: key}, false)
-		if err != nil {
-			return nil, fmt.Errorf("list destinations of %s: %w", key, err)
-		}
-		msgs, err := k.execute(newRequest(k.family, cmdGetDest, unix.NLM_F_DUMP, svc))
-		if err != nil {
-			return nil, fmt.Errorf("list destinations of %s: %w", key, err)
-		}
-		for _, m := range msgs {
-			d, err := decodeDestMsg(m, serviceFamily(key))
-			if err != nil {
-				return nil, fmt.Errorf("list destinations of %s: %w", key, err)
-			}
-			entries[i].Destinations = append(entries[i].Destinations, d)
+		if entries[i].Destinations, err = k.destinations(entries[i].Service.Key); err != nil {
+			return nil, err
 		}
 	}
 	return entries, nil
+}
+
+// Service reads one service and its destinations.
+func (k *NetlinkKernel) Service(key ServiceKey) (Entry, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	svc, err := serviceAttr(Service{Key: key}, false)
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("read service %s: %w", key, err)
+	}
+	// A single GET ends with no DONE; the ACK marks its end.
+	msgs, err := k.execute(newRequest(k.family, cmdGetService, unix.NLM_F_ACK, svc))
+	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
+		return Entry{}, false, nil
+	}
+	if err == nil && len(msgs) != 1 {
+		err = fmt.Errorf("%d replies, want 1", len(msgs))
+	}
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("read service %s: %w", key, err)
+	}
+	e, err := decodeServiceMsg(msgs[0])
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("read service %s: %w", key, err)
+	}
+	if e.Destinations, err = k.destinations(e.Service.Key); err != nil {
+		return Entry{}, false, err
+	}
+	return e, true, nil
+}
+
+// destinations dumps a service's destinations; the caller holds k.mu.
+func (k *NetlinkKernel) destinations(key ServiceKey) ([]DestEntry, error) {
+	svc, err := serviceAttr(Service{Key: key}, false)
+	if err != nil {
+		return nil, fmt.Errorf("list destinations of %s: %w", key, err)
+	}
+	msgs, err := k.execute(newRequest(k.family, cmdGetDest, unix.NLM_F_DUMP, svc))
+	if err != nil {
+		return nil, fmt.Errorf("list destinations of %s: %w", key, err)
+	}
+	var out []DestEntry
+	for _, m := range msgs {
+		d, err := decodeDestMsg(m, serviceFamily(key))
+		if err != nil {
+			return nil, fmt.Errorf("list destinations of %s: %w", key, err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // NewService adds a service without destinations.

@@ -21,6 +21,9 @@ func NewKernel() (*NetlinkKernel, error) { return nil, errNotLinux }
 // Services fails: IPVS exists only on Linux.
 func (*NetlinkKernel) Services() ([]Entry, error) { return nil, errNotLinux }
 
+// Service fails: IPVS exists only on Linux.
+func (*NetlinkKernel) Service(ServiceKey) (Entry, bool, error) { return Entry{}, false, errNotLinux }
+
 // NewService fails: IPVS exists only on Linux.
 func (*NetlinkKernel) NewService(Service) error { return errNotLinux }
 

@@ -163,6 +163,10 @@ type Timeouts struct {
 type Kernel interface {
 	// Services lists every service with its destinations and counters.
 	Services() ([]Entry, error)
+	// Service reads one service with its destinations; false if the
+	// kernel has no such service. A change to a few services reads only
+	// those, not a table of thousands.
+	Service(ServiceKey) (Entry, bool, error)
 	NewService(Service) error
 	// UpdateService changes a service's settings in place (same key).
 	UpdateService(Service) error

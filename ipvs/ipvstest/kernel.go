@@ -195,6 +195,22 @@ func (k *Kernel) Services() ([]ipvs.Entry, error) {
 	return k.list(true), nil
 }
 
+// Service reads one service as the kernel reports it.
+func (k *Kernel) Service(key ipvs.ServiceKey) (ipvs.Entry, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key = Key(key)
+	if err := k.call(Call{Method: "Service", Key: key}); err != nil {
+		return ipvs.Entry{}, false, err
+	}
+	for _, e := range k.list(true) {
+		if Key(e.Service.Key) == key {
+			return e, true, nil
+		}
+	}
+	return ipvs.Entry{}, false, nil
+}
+
 // NewService adds a service; EEXIST if its key is taken.
 func (k *Kernel) NewService(s ipvs.Service) error {
 	k.mu.Lock()
