@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./vrrp
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConnections$$' -fuzztime $(FUZZTIME) ./ipvs
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReplies$$' -fuzztime $(FUZZTIME) ./ipvs
+	$(GO) test -run '^$$' -fuzz '^FuzzDNSReply$$' -fuzztime $(FUZZTIME) ./healthcheck
 
 # Speed goals as ratios against the reference tool measured in the same run
 # (TESTING.md). VRRP: client-visible takeover outage, directord vs

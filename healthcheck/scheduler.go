@@ -1,0 +1,383 @@
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"time"
+)
+
+// Defaults applied by the Scheduler to zero fields of Spec.Check, the same
+// as the configuration's, so a Spec built by hand behaves like one read from
+// a file. The Spec itself is kept as given for the reload comparison.
+const (
+	defaultInterval = 2 * time.Second
+	defaultTimeout  = time.Second
+	defaultRise     = 2
+	defaultFall     = 3
+	// maxFirstDelay caps the random delay before a check's first probe:
+	// long enough to spread 10,000 checks apart, short enough that a
+	// 30s-interval check still decides soon after startup or reload.
+	maxFirstDelay = time.Second
+	// minTransitionBuffer is the least room in the transition channel, so
+	// that checks added by Update after Start also find room.
+	minTransitionBuffer = 1024
+)
+
+// Scheduler runs health checks and turns their results into up/down
+// transitions with rise/fall hysteresis, the rules of vrrp.Scripts:
+//
+// A check starts unknown: Status reports it as not known, and nothing is
+// sent. The first Rise consecutive successes make it up, or the first Fall
+// consecutive failures make it down, whichever streak completes first;
+// after that it goes down after Fall consecutive failures and up again after
+// Rise consecutive successes. Only changes are sent. While a check is up, a
+// successful result with a dynamic weight (WeightSet) different from the
+// last one sent is also sent, as a Transition with Up true and the new
+// Weight; a successful result without a weight keeps the weight in force
+// (keepalived's exit 0 for dynamic_weight), so it sends nothing.
+//
+// Each check has one goroutine and one timer, so a check never overlaps
+// itself. Its first probe comes after a random delay below
+// min(interval, 1s), which spreads checks that share an interval; later
+// probes are on a fixed grid from the first (first + k*interval), and a
+// grid point that passes while the previous probe is still going is skipped
+// rather than queued. Each probe gets context.WithTimeout(timeout).
+//
+// The Scheduler is safe for concurrent use.
+type Scheduler struct {
+	newChecker func(Spec) (Checker, error)
+	log        *slog.Logger
+	// firstDelay is a field so tests can replace it.
+	firstDelay func(interval time.Duration) time.Duration
+
+	mu      sync.Mutex // held for all of Update, never by check goroutines
+	checks  map[string]*check
+	ctx     context.Context // Start's; nil before Start
+	out     chan Transition
+	stopped bool // ctx is done: launch nothing more, wg is being waited on
+	wg      sync.WaitGroup
+}
+
+// check is one Spec with its checker, its goroutine's handles and the state
+// Status reads.
+type check struct {
+	spec     Spec // as given to Update (slices cloned), for the comparison
+	checker  Checker
+	interval time.Duration
+	timeout  time.Duration
+	rise     int
+	fall     int
+
+	cancel context.CancelFunc // nil until launched
+	done   chan struct{}      // closed when the goroutine has returned
+
+	mu     sync.Mutex
+	health health
+	last   Result
+}
+
+// NewScheduler returns a Scheduler with no checks. newChecker builds the
+// checker for a Spec (NewChecker in the daemon, fakes in tests); it is
+// called by Update for new and changed specs only. A nil log discards.
+func NewScheduler(newChecker func(Spec) (Checker, error), log *slog.Logger) *Scheduler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Scheduler{
+		newChecker: newChecker,
+		log:        log,
+		firstDelay: randomFirstDelay,
+		checks:     make(map[string]*check),
+	}
+}
+
+// Update sets the checks to run, by Spec.ID. IDs not running yet start
+// (their first probe after the random first delay) and removed IDs stop:
+// their in-flight probe is cancelled and Update returns only after their
+// goroutines have. An ID whose Spec is unchanged (reflect.DeepEqual, with
+// nil and empty slices equal) keeps running with its checker, its grid and
+// its health; a changed one is stopped and restarts from unknown with a new
+// checker.
+//
+// If a checker cannot be built, or two specs share an ID, Update changes
+// nothing and returns an error naming every such ID: a reload is applied
+// whole or not at all. Update may be called before Start (the checks start
+// with it) and after ctx is done (the checks are recorded, nothing runs).
+//
+// Transitions already in the channel when Update returns may be of IDs it
+// removed or restarted; Status tells the state in force.
+func (s *Scheduler) Update(specs []Spec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	want := make(map[string]Spec, len(specs))
+	built := make(map[string]Checker)
+	var errs []error
+	for _, sp := range specs {
+		if _, dup := want[sp.ID]; dup {
+			errs = append(errs, fmt.Errorf("check %q: duplicate id", sp.ID))
+			continue
+		}
+		sp = cloneSpec(sp)
+		want[sp.ID] = sp
+		if old, ok := s.checks[sp.ID]; ok && reflect.DeepEqual(old.spec, sp) {
+			continue
+		}
+		c, err := s.newChecker(sp)
+		if err == nil && c == nil {
+			err = errors.New("no checker")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("build checker for %q: %w", sp.ID, err))
+			continue
+		}
+		built[sp.ID] = c
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("update health checks: %w", errors.Join(errs...))
+	}
+
+	var stopping []*check
+	var removed, restarted int
+	for id, c := range s.checks {
+		if _, ok := want[id]; !ok {
+			removed++
+		} else if _, ok := built[id]; ok {
+			restarted++
+		} else {
+			continue
+		}
+		stopping = append(stopping, c)
+		delete(s.checks, id)
+		if c.cancel != nil {
+			c.cancel()
+		}
+	}
+	// Wait before starting replacements, so an old goroutine cannot send
+	// after its successor has. Check goroutines never take s.mu, and
+	// their sends give up on cancellation, so this ends as soon as the
+	// cancelled probes return (a Checker must honour its ctx).
+	for _, c := range stopping {
+		if c.done != nil {
+			<-c.done
+		}
+	}
+	for id, ch := range built {
+		c := newCheck(want[id], ch)
+		s.checks[id] = c
+		s.launch(c)
+	}
+	s.log.Info("health checks updated", "checks", len(s.checks),
+		"started", len(built)-restarted, "restarted", restarted, "removed", removed)
+	return nil
+}
+
+// Start runs every check until ctx is done and returns the channel of
+// transitions. A probe in progress when ctx is done is cancelled and not
+// counted. The channel is closed once every check goroutine has returned,
+// so draining it to the end waits for all probes to finish. Call Start
+// once.
+//
+// The channel has room for one transition per check at Start (at least
+// 1024). Nothing is dropped: a reader that falls further behind holds up
+// each check whose transition waits to be sent, which skips that check's
+// grid points (no probes, no queueing) until the reader takes it; the
+// other checks go on. Stopping a check (Update, ctx) is never held up by
+// the reader.
+func (s *Scheduler) Start(ctx context.Context) <-chan Transition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out != nil {
+		panic("healthcheck: Scheduler.Start called twice")
+	}
+	s.ctx = ctx
+	s.out = make(chan Transition, max(minTransitionBuffer, len(s.checks)))
+	for _, c := range s.checks {
+		s.launch(c)
+	}
+	go func() {
+		<-ctx.Done()
+		s.mu.Lock()
+		s.stopped = true // no wg.Add after this, so Wait is safe
+		s.mu.Unlock()
+		s.wg.Wait()
+		close(s.out)
+	}()
+	return s.out
+}
+
+// Status reports the health of the check with this ID and its last probe's
+// result. known is false for a check still unknown (no rise or fall streak
+// completed since it started) and for an ID that is not a check.
+func (s *Scheduler) Status(id string) (up, known bool, last Result) {
+	s.mu.Lock()
+	c, ok := s.checks[id]
+	s.mu.Unlock()
+	if !ok {
+		return false, false, Result{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.health == healthUp, c.health != healthUnknown, c.last
+}
+
+// launch starts c's goroutine if the Scheduler runs. s.mu must be held.
+func (s *Scheduler) launch(c *check) {
+	if s.ctx == nil || s.stopped {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	c.cancel, c.done = cancel, make(chan struct{})
+	out := s.out
+	s.wg.Go(func() {
+		defer close(c.done)
+		defer cancel()
+		s.loop(ctx, c, out)
+	})
+}
+
+func (s *Scheduler) loop(ctx context.Context, c *check, out chan<- Transition) {
+	log := s.log.With("check", c.spec.ID)
+	h := hysteresis{rise: c.rise, fall: c.fall}
+	// The dynamic weight last sent while up; reset when down, so the next
+	// up carries its weight afresh.
+	var weight int
+	var weightSet bool
+
+	first := time.Now().Add(s.firstDelay(c.interval))
+	timer := time.NewTimer(time.Until(first))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, c.timeout)
+		res := c.checker.Check(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return // cancelled by a stop: says nothing about the server
+		}
+		if log.Enabled(ctx, slog.LevelDebug) {
+			log.Debug("health check ran", "ok", res.OK, "reason", res.Reason,
+				"latency", res.Latency)
+		}
+		changed := h.observe(res.OK)
+		c.mu.Lock()
+		c.health, c.last = h.health, res
+		c.mu.Unlock()
+
+		send := changed
+		if h.health == healthUp && res.OK && res.WeightSet && (!weightSet || res.Weight != weight) {
+			send = true
+		}
+		if send {
+			t := Transition{ID: c.spec.ID, Up: h.health == healthUp, Reason: res.Reason, At: time.Now()}
+			if res.OK && res.WeightSet {
+				t.Weight, t.WeightSet = res.Weight, true
+			}
+			if t.Up {
+				if t.WeightSet {
+					weight, weightSet = t.Weight, true
+				}
+			} else {
+				weight, weightSet = 0, false
+			}
+			select {
+			case out <- t:
+			case <-ctx.Done():
+				return
+			}
+		}
+		timer.Reset(time.Until(nextRun(first, c.interval, time.Now())))
+	}
+}
+
+// newCheck applies the defaults to sp's timing.
+func newCheck(sp Spec, ch Checker) *check {
+	c := &check{
+		spec:     sp,
+		checker:  ch,
+		interval: sp.Check.Interval,
+		timeout:  sp.Check.Timeout,
+		rise:     sp.Check.Rise,
+		fall:     sp.Check.Fall,
+	}
+	if c.interval <= 0 {
+		c.interval = defaultInterval
+	}
+	if c.timeout <= 0 {
+		c.timeout = min(defaultTimeout, c.interval)
+	}
+	if c.rise <= 0 {
+		c.rise = defaultRise
+	}
+	if c.fall <= 0 {
+		c.fall = defaultFall
+	}
+	return c
+}
+
+// cloneSpec copies sp's slices, so the caller may reuse them, and makes
+// empty ones nil, so that nil and empty compare equal on reload.
+func cloneSpec(sp Spec) Spec {
+	sp.Check.ExpectStatus = append([]int(nil), sp.Check.ExpectStatus...)
+	sp.Check.Command = append([]string(nil), sp.Check.Command...)
+	return sp
+}
+
+// nextRun is the first point of the grid first + k*interval that is after
+// now (first itself if now is before it).
+func nextRun(first time.Time, interval time.Duration, now time.Time) time.Time {
+	if now.Before(first) {
+		return first
+	}
+	k := now.Sub(first)/interval + 1
+	return first.Add(k * interval)
+}
+
+func randomFirstDelay(interval time.Duration) time.Duration {
+	return rand.N(min(interval, maxFirstDelay))
+}
+
+type health uint8
+
+const (
+	healthUnknown health = iota
+	healthUp
+	healthDown
+)
+
+// hysteresis counts the current streak of equal outcomes; see Scheduler for
+// the rules.
+type hysteresis struct {
+	rise, fall int
+	health     health
+	streak     int
+	streakOK   bool
+}
+
+// observe records one outcome and reports whether health changed.
+func (h *hysteresis) observe(ok bool) bool {
+	if h.streak == 0 || ok != h.streakOK {
+		h.streak, h.streakOK = 0, ok
+	}
+	if h.streak < max(h.rise, h.fall) {
+		h.streak++ // capped: only reaching a threshold matters
+	}
+	switch {
+	case ok && h.health != healthUp && h.streak >= h.rise:
+		h.health = healthUp
+		return true
+	case !ok && h.health != healthDown && h.streak >= h.fall:
+		h.health = healthDown
+		return true
+	}
+	return false
+}
