@@ -197,6 +197,12 @@ func realKey(vs *config.VirtualService, ep config.Endpoint) DestKey {
 	return k
 }
 
+// RealKey is the destination key of a configured real server: its address,
+// and its port or, when it has none, the service's.
+func RealKey(vs *config.VirtualService, rs *config.RealServer) DestKey {
+	return realKey(vs, rs.Address)
+}
+
 func destinationOf(vs *config.VirtualService, ep config.Endpoint, forwarding string) Destination {
 	d := Destination{Key: realKey(vs, ep), TunnelType: TunnelIPIP}
 	if forwarding == "" {

@@ -97,12 +97,12 @@ func TestCheckMissingFile(t *testing.T) {
 }
 
 func TestRunRejectsSectionsNotSupportedYet(t *testing.T) {
-	p := write(t, "d.yaml", "node: {name: lb1, state_dir: /tmp}\nipvs:\n  virtual_services:\n    - {name: web, address: '192.0.2.50:80'}\n")
+	p := write(t, "d.yaml", "node: {name: lb1, state_dir: /tmp}\nsync:\n  interface: eth0\n")
 	var errOut bytes.Buffer
 	if rc := run([]string{"-c", p}, io.Discard, &errOut); rc != exitConfig {
 		t.Fatalf("exit %d, want %d", rc, exitConfig)
 	}
-	if want := p + ":4:7: ipvs.virtual_services[0].check: not supported yet: this build of directord cannot run health checks"; !strings.HasPrefix(errOut.String(), want) {
+	if want := p + ":2:1: sync: not supported yet: this build of directord cannot run connection sync"; !strings.HasPrefix(errOut.String(), want) {
 		t.Errorf("stderr %q, want prefix %q", errOut.String(), want)
 	}
 }

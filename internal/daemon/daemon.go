@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/directord/directord/healthcheck"
 	"github.com/directord/directord/internal/config"
 	"github.com/directord/directord/ipvs"
 	"github.com/directord/directord/vip"
@@ -27,18 +28,6 @@ func Unsupported(cfg *config.Config) config.Errors {
 	var errs config.Errors
 	add := func(path, what string) {
 		errs = append(errs, cfg.ErrorAt(path, "not supported yet: this build of directord cannot run "+what))
-	}
-	for i, vs := range cfg.IPVS.VirtualServices {
-		const what = "health checks (write check: {type: none} to run the service without them)"
-		if vs.Check.Type != "none" {
-			add(fmt.Sprintf("ipvs.virtual_services[%d].check", i), what)
-			continue
-		}
-		for j, rs := range vs.RealServers {
-			if rs.Check.Type != "none" {
-				add(fmt.Sprintf("ipvs.virtual_services[%d].real_servers[%d].check", i, j), what)
-			}
-		}
 	}
 	if cfg.Sync != nil {
 		add("sync", "connection sync")
@@ -74,6 +63,8 @@ type Daemon struct {
 	// ipvs is nil when the kernel has no IPVS and nothing asks for it.
 	ipvs       *ipvs.Manager
 	ipvsKernel ipvs.Kernel
+	checks     *healthcheck.Scheduler
+	health     health
 }
 
 // New prepares a daemon for cfg. It removes virtual addresses and IPVS
@@ -81,7 +72,11 @@ type Daemon struct {
 // so a restarted node never answers for an address it does not own, and
 // installs the IPVS table: every director keeps it, master or not.
 func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daemon, error) {
-	d := &Daemon{log: log, load: load, opts: opts, cfg: cfg}
+	d := &Daemon{log: log, load: load, opts: opts, cfg: cfg, health: health{}}
+	d.checks = healthcheck.NewScheduler(healthcheck.NewChecker, log)
+	if err := d.checks.Update(checkSpecs(cfg)); err != nil {
+		return nil, err
+	}
 	var err error
 	if d.vips, err = vip.New(vip.Config{StateDir: cfg.Node.StateDir, Log: log}); err != nil {
 		return nil, err
@@ -119,7 +114,7 @@ func (d *Daemon) startIPVS() error {
 		return err
 	}
 	d.ipvs, d.ipvsKernel = m, k
-	desired := ipvs.Desired(d.cfg, nil)
+	desired := ipvs.Desired(d.cfg, d.health)
 	if _, err := m.RemoveStale(desired); err != nil {
 		d.log.Error("cannot remove IPVS services of an earlier run; retrying at the next resync", "error", err)
 	}
@@ -138,7 +133,7 @@ func (d *Daemon) closeIPVS() {
 // reportQuorum tells VRRP whether each virtual service has its quorum of
 // healthy real servers (track.services).
 func (d *Daemon) reportQuorum() {
-	for name, up := range ipvs.Quorum(d.cfg, nil) {
+	for name, up := range ipvs.Quorum(d.cfg, d.health) {
 		d.vrrp.SetService(name, up)
 	}
 }
@@ -158,6 +153,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 	defer stopEngine()
 	engineDone := make(chan error, 1)
 	go func() { engineDone <- d.vrrp.Run(engineCtx) }()
+	checksCtx, stopChecks := context.WithCancel(context.Background())
+	defer stopChecks()
+	transitions := d.checks.Start(checksCtx)
 	d.reportQuorum()
 	resync := time.NewTicker(d.cfg.IPVS.ResyncInterval)
 	defer resync.Stop()
@@ -175,6 +173,12 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 				return fmt.Errorf("vrrp: %w", err)
 			}
 			return nil
+		case tr, ok := <-transitions:
+			if !ok {
+				transitions = nil
+				continue
+			}
+			d.realChanged(tr)
 		case <-resync.C:
 			if d.ipvs != nil {
 				if _, err := d.ipvs.Resync(); err != nil {
@@ -189,6 +193,23 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 			resync.Reset(d.cfg.IPVS.ResyncInterval)
 		}
 	}
+}
+
+// realChanged applies a health transition: the IPVS table follows it
+// (remove or quiesce, sorry server) and VRRP learns the services' quorum.
+func (d *Daemon) realChanged(tr healthcheck.Transition) {
+	state := "down"
+	if tr.Up {
+		state = "up"
+	}
+	d.log.Info("real server "+state, "check", tr.ID, "reason", tr.Reason)
+	d.health[tr.ID] = tr
+	if d.ipvs != nil {
+		if _, err := d.ipvs.Apply(ipvs.Desired(d.cfg, d.health)); err != nil {
+			d.log.Error("IPVS table not fully applied; retrying at the next resync", "error", err)
+		}
+	}
+	d.reportQuorum()
 }
 
 // stopIPVS keeps the installed services (traffic keeps flowing while
@@ -222,6 +243,9 @@ func (d *Daemon) Reload() error {
 		} else if d.ipvs == nil && ipvsConfigured(cfg) {
 			_, kerr := ipvs.NewKernel()
 			err = config.Errors{cfg.ErrorAt("ipvs", kerr.Error())}
+		} else if uerr := d.checks.Update(checkSpecs(cfg)); uerr != nil {
+			// Unchanged checks keep running with their state.
+			err = uerr
 		}
 	}
 	if err != nil {
@@ -241,9 +265,10 @@ func (d *Daemon) Reload() error {
 	}
 	old := d.cfg
 	d.cfg = cfg
+	d.health.prune(checkSpecs(cfg))
 	if d.ipvs != nil && !reflect.DeepEqual(cfg.IPVS, old.IPVS) {
 		// Only the difference: unchanged services are not touched.
-		if _, err := d.ipvs.Apply(ipvs.Desired(cfg, nil)); err != nil {
+		if _, err := d.ipvs.Apply(ipvs.Desired(cfg, d.health)); err != nil {
 			d.log.Error("IPVS table not fully applied; retrying at the next resync", "error", err)
 		}
 		d.reportQuorum()

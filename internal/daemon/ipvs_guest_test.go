@@ -5,6 +5,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,4 +159,86 @@ func TestGuestDirectordOwnsTheIPVSTable(t *testing.T) {
 	if out := d.ipvsadm(); strings.Contains(out, "192.0.2.51:80") {
 		t.Errorf("--flush-on-stop left:\n%s", out)
 	}
+}
+
+// listenReal serves TCP on addr inside the director's namespace, where a
+// tcp check reaches it; closing the returned listener takes it down.
+func (d *director) listenReal(addr string) net.Listener {
+	d.t.Helper()
+	var l net.Listener
+	if err := d.h.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+		d.t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	d.t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func (d *director) waitTable(has, lacks []string) {
+	d.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := d.ipvsadm()
+		ok := true
+		for _, s := range has {
+			ok = ok && strings.Contains(out, s)
+		}
+		for _, s := range lacks {
+			ok = ok && !strings.Contains(out, s)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("ipvsadm -Ln never had %v without %v:\n%s\ndirectord:\n%s", has, lacks, out, d.proc.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Health checks drive the table: a real server whose check fails leaves it
+// after fall probes, the sorry server comes in when none is healthy, and a
+// recovered server returns and sends the sorry server away.
+func TestGuestHealthChecksDriveTheTable(t *testing.T) {
+	d := newDirector(t)
+	for _, a := range []string{"198.51.100.11/32", "198.51.100.12/32"} {
+		if out, err := d.h.Run(context.Background(), "ip", "addr", "add", a, "dev", "reals"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	l11 := d.listenReal("198.51.100.11:80")
+	l12 := d.listenReal("198.51.100.12:80")
+	d.write(`    - name: web
+      address: 192.0.2.50:80
+      forwarding: nat
+      sorry_server: {address: "198.51.100.99:80"}
+      check: {type: tcp, interval: 200ms, timeout: 100ms, rise: 1, fall: 2}
+      real_servers:
+        - {address: "198.51.100.11:80"}
+        - {address: "198.51.100.12:80"}
+`)
+	d.start()
+	d.waitTable([]string{"198.51.100.11:80", "198.51.100.12:80"}, []string{"198.51.100.99:80"})
+
+	l11.Close()
+	d.waitTable([]string{"198.51.100.12:80"}, []string{"198.51.100.11:80", "198.51.100.99:80"})
+	d.waitLog("real server down", 1)
+	if !strings.Contains(string(d.proc.Output()), "connect 198.51.100.11:80") {
+		t.Errorf("the down transition does not say why:\n%s", d.proc.Output())
+	}
+
+	l12.Close()
+	d.waitTable([]string{"198.51.100.99:80"}, []string{"198.51.100.11:80", "198.51.100.12:80"})
+
+	d.listenReal("198.51.100.11:80")
+	d.waitTable([]string{"198.51.100.11:80"}, []string{"198.51.100.99:80", "198.51.100.12:80"})
+	d.stop()
 }
