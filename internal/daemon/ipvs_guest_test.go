@@ -26,29 +26,46 @@ type director struct {
 }
 
 func newDirector(t *testing.T) *director {
-	lab := netlab.New(t)
-	h := lab.AddHost("lb", "192.0.2.11/24")
+	return newDirectorOn(t, netlab.New(t), "lb", "192.0.2.11/24")
+}
+
+// newDirectorOn adds a director host to lab, with a "reals" dummy
+// interface holding the real servers' network.
+func newDirectorOn(t *testing.T, lab *netlab.Lab, name, hostAddr string) *director {
+	h := lab.AddHost(name, hostAddr)
 	// The real servers' network, so the kernel accepts them.
 	la := netlink.NewLinkAttrs()
 	la.Name = "reals"
-	d := &netlink.Dummy{LinkAttrs: la}
-	if err := h.Netlink().LinkAdd(d); err != nil {
+	dummy := &netlink.Dummy{LinkAttrs: la}
+	if err := h.Netlink().LinkAdd(dummy); err != nil {
 		t.Fatal(err)
 	}
 	addr, _ := netlink.ParseAddr("198.51.100.1/24")
-	if err := h.Netlink().AddrAdd(d, addr); err != nil {
+	if err := h.Netlink().AddrAdd(dummy, addr); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Netlink().LinkSetUp(d); err != nil {
+	if err := h.Netlink().LinkSetUp(dummy); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	return &director{t: t, h: h, cfg: filepath.Join(dir, "directord.yaml"), state: filepath.Join(dir, "state")}
+	d := &director{t: t, h: h, cfg: filepath.Join(dir, "directord.yaml"), state: filepath.Join(dir, "state")}
+	// Registered after t.TempDir: stops directord before its state dir goes.
+	t.Cleanup(func() {
+		if d.proc != nil {
+			_ = d.proc.Signal(syscall.SIGTERM)
+			_ = d.proc.Wait(10 * time.Second)
+		}
+	})
+	return d
 }
 
-func (d *director) write(services string) {
+func (d *director) write(services string) { d.writeWith(services, "") }
+
+// writeWith writes the config with the ipvs services and other top-level
+// sections (vrrp).
+func (d *director) writeWith(services, more string) {
 	d.t.Helper()
-	cfg := fmt.Sprintf("node: {name: lb, state_dir: %s, control_socket: %s/ctl.sock, log: {level: info, format: text}}\nipvs:\n  resync_interval: 1s\n  virtual_services:\n%s", d.state, d.state, services)
+	cfg := fmt.Sprintf("node: {name: %s, state_dir: %s, control_socket: %s/ctl.sock, log: {level: info, format: text}}\n%sipvs:\n  resync_interval: 1s\n  virtual_services:\n%s", d.h.Label, d.state, d.state, more, services)
 	if err := os.WriteFile(d.cfg, []byte(cfg), 0o644); err != nil {
 		d.t.Fatal(err)
 	}
@@ -241,4 +258,54 @@ func TestGuestHealthChecksDriveTheTable(t *testing.T) {
 	d.listenReal("198.51.100.11:80")
 	d.waitTable([]string{"198.51.100.11:80"}, []string{"198.51.100.99:80", "198.51.100.12:80"})
 	d.stop()
+}
+
+// A service below its quorum faults the VRRP instance that tracks it, and
+// the peer, whose checks pass, takes over (keepalived's quorum_down).
+func TestGuestQuorumLossFaultsVRRPAndPeerTakesOver(t *testing.T) {
+	lab := netlab.New(t)
+	var ds []*director
+	var reals []net.Listener
+	for i, name := range []string{"lb1", "lb2"} {
+		d := newDirectorOn(t, lab, name, []string{"192.0.2.11/24", "192.0.2.12/24"}[i])
+		// Each director's check reaches its own listener on the reals
+		// network, so one side can lose quorum alone.
+		if out, err := d.h.Run(context.Background(), "ip", "addr", "add", "198.51.100.11/32", "dev", "reals"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		reals = append(reals, d.listenReal("198.51.100.11:80"))
+		d.writeWith(`    - name: web
+      address: 192.0.2.50:80
+      forwarding: nat
+      quorum: 1
+      check: {type: tcp, interval: 200ms, timeout: 100ms, rise: 1, fall: 2}
+      real_servers: [{address: "198.51.100.11:80"}]
+`, fmt.Sprintf(`vrrp:
+  instances:
+    - name: VI_1
+      interface: eth0
+      vrid: 51
+      priority: %d
+      advert_interval: 100ms
+      virtual_addresses: [192.0.2.50]
+      track:
+        services: [{name: web, weight: 0}]
+`, []int{150, 100}[i]))
+		d.start()
+		ds = append(ds, d)
+	}
+	lb1, lb2 := ds[0], ds[1]
+	lb1.waitLog("to=MASTER", 1)
+	lb2.waitLog("to=BACKUP", 1)
+
+	reals[0].Close()
+	lb1.waitLog("to=FAULT", 1)
+	lb2.waitLog("to=MASTER", 1)
+	if !strings.Contains(string(lb1.proc.Output()), "tracked service web is down") {
+		t.Errorf("lb1's fault does not name the service:\n%s", lb1.proc.Output())
+	}
+
+	lb1.listenReal("198.51.100.11:80")
+	lb1.waitLog("to=MASTER", 2)
+	lb2.waitLog("to=BACKUP", 2)
 }
