@@ -77,7 +77,7 @@ type check struct {
 	done   chan struct{}      // closed when the goroutine has returned
 
 	mu     sync.Mutex
-	health health
+	health Health
 	last   Result
 }
 
@@ -223,7 +223,7 @@ func (s *Scheduler) Status(id string) (up, known bool, last Result) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.health == healthUp, c.health != healthUnknown, c.last
+	return c.health == HealthUp, c.health != HealthUnknown, c.last
 }
 
 // launch starts c's goroutine if the Scheduler runs. s.mu must be held.
@@ -243,7 +243,7 @@ func (s *Scheduler) launch(c *check) {
 
 func (s *Scheduler) loop(ctx context.Context, c *check, out chan<- Transition) {
 	log := s.log.With("check", c.spec.ID)
-	h := hysteresis{rise: c.rise, fall: c.fall}
+	h := Hysteresis{Rise: c.rise, Fall: c.fall}
 	// The dynamic weight last sent while up; reset when down, so the next
 	// up carries its weight afresh.
 	var weight int
@@ -268,17 +268,17 @@ func (s *Scheduler) loop(ctx context.Context, c *check, out chan<- Transition) {
 			log.Debug("health check ran", "ok", res.OK, "reason", res.Reason,
 				"latency", res.Latency)
 		}
-		changed := h.observe(res.OK)
+		changed := h.Observe(res.OK)
 		c.mu.Lock()
-		c.health, c.last = h.health, res
+		c.health, c.last = h.Health, res
 		c.mu.Unlock()
 
 		send := changed
-		if h.health == healthUp && res.OK && res.WeightSet && (!weightSet || res.Weight != weight) {
+		if h.Health == HealthUp && res.OK && res.WeightSet && (!weightSet || res.Weight != weight) {
 			send = true
 		}
 		if send {
-			t := Transition{ID: c.spec.ID, Up: h.health == healthUp, Reason: res.Reason, At: time.Now()}
+			t := Transition{ID: c.spec.ID, Up: h.Health == HealthUp, Reason: res.Reason, At: time.Now()}
 			if res.OK && res.WeightSet {
 				t.Weight, t.WeightSet = res.Weight, true
 			}
@@ -346,37 +346,41 @@ func randomFirstDelay(interval time.Duration) time.Duration {
 	return rand.N(min(interval, maxFirstDelay))
 }
 
-type health uint8
+// Health is what rise/fall hysteresis concluded about a probed object.
+type Health uint8
 
+// Health values.
 const (
-	healthUnknown health = iota
-	healthUp
-	healthDown
+	HealthUnknown Health = iota // not decided yet
+	HealthUp
+	HealthDown
 )
 
-// hysteresis counts the current streak of equal outcomes; see Scheduler for
-// the rules.
-type hysteresis struct {
-	rise, fall int
-	health     health
+// Hysteresis turns probe outcomes into health: an object starts unknown,
+// Rise successes in a row make it up and Fall failures in a row down; only
+// full streaks change it (keepalived's rules, also those of VRRP's tracked
+// scripts).
+type Hysteresis struct {
+	Rise, Fall int
+	Health     Health
 	streak     int
 	streakOK   bool
 }
 
-// observe records one outcome and reports whether health changed.
-func (h *hysteresis) observe(ok bool) bool {
+// Observe records one outcome and reports whether Health changed.
+func (h *Hysteresis) Observe(ok bool) bool {
 	if h.streak == 0 || ok != h.streakOK {
 		h.streak, h.streakOK = 0, ok
 	}
-	if h.streak < max(h.rise, h.fall) {
+	if h.streak < max(h.Rise, h.Fall) {
 		h.streak++ // capped: only reaching a threshold matters
 	}
 	switch {
-	case ok && h.health != healthUp && h.streak >= h.rise:
-		h.health = healthUp
+	case ok && h.Health != HealthUp && h.streak >= h.Rise:
+		h.Health = HealthUp
 		return true
-	case !ok && h.health != healthDown && h.streak >= h.fall:
-		h.health = healthDown
+	case !ok && h.Health != HealthDown && h.streak >= h.Fall:
+		h.Health = HealthDown
 		return true
 	}
 	return false

@@ -204,16 +204,16 @@ func TestSchedulerHysteresis(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := hysteresis{rise: tt.rise, fall: tt.fall}
+			h := Hysteresis{Rise: tt.rise, Fall: tt.fall}
 			var got strings.Builder
-			prev := healthUnknown
+			prev := HealthUnknown
 			for _, o := range tt.outcomes {
-				changed := h.observe(o == 'S')
-				if changed != (h.health != prev) {
-					t.Fatalf("observe reported changed=%v, health %v -> %v", changed, prev, h.health)
+				changed := h.Observe(o == 'S')
+				if changed != (h.Health != prev) {
+					t.Fatalf("observe reported changed=%v, health %v -> %v", changed, prev, h.Health)
 				}
-				prev = h.health
-				got.WriteByte("?UD"[h.health])
+				prev = h.Health
+				got.WriteByte("?UD"[h.Health])
 			}
 			if got.String() != tt.want {
 				t.Errorf("health after %s = %s, want %s", tt.outcomes, got.String(), tt.want)

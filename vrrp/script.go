@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/directord/directord/healthcheck"
 	"github.com/directord/directord/internal/command"
 )
 
@@ -72,7 +73,7 @@ type Scripts struct {
 	firstDelay func(interval time.Duration) time.Duration
 
 	mu     sync.Mutex
-	health map[string]scriptHealth
+	health map[string]healthcheck.Health
 }
 
 // NewScripts prepares specs; nothing runs until Start. Names must be unique
@@ -85,7 +86,7 @@ func NewScripts(specs []ScriptSpec, log *slog.Logger) *Scripts {
 		log:        log,
 		run:        command.Run,
 		firstDelay: randomFirstDelay,
-		health:     make(map[string]scriptHealth, len(specs)),
+		health:     make(map[string]healthcheck.Health, len(specs)),
 	}
 	for _, sp := range specs {
 		sp.Command = append([]string(nil), sp.Command...)
@@ -102,7 +103,7 @@ func NewScripts(specs []ScriptSpec, log *slog.Logger) *Scripts {
 			sp.Fall = defaultScriptFall
 		}
 		s.specs = append(s.specs, sp)
-		s.health[sp.Name] = scriptInit
+		s.health[sp.Name] = healthcheck.HealthUnknown
 	}
 	return s
 }
@@ -132,12 +133,12 @@ func (s *Scripts) Status(name string) (up, known bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h, ok := s.health[name]
-	return h == scriptUp, ok && h != scriptInit
+	return h == healthcheck.HealthUp, ok && h != healthcheck.HealthUnknown
 }
 
 func (s *Scripts) loop(ctx context.Context, sp ScriptSpec, out chan<- ScriptResult) {
 	log := s.log.With("script", sp.Name)
-	h := scriptHysteresis{rise: sp.Rise, fall: sp.Fall}
+	h := healthcheck.Hysteresis{Rise: sp.Rise, Fall: sp.Fall}
 	cs := command.Spec{Argv: sp.Command, User: sp.User, Timeout: sp.Timeout}
 
 	first := time.Now().Add(s.firstDelay(sp.Interval))
@@ -158,10 +159,10 @@ func (s *Scripts) loop(ctx context.Context, sp ScriptSpec, out chan<- ScriptResu
 			log.Debug("tracked script ran", "ok", ok, "reason", reason,
 				"duration", res.Duration, "output", string(res.Output))
 		}
-		if h.observe(ok) {
-			up := h.health == scriptUp
+		if h.Observe(ok) {
+			up := h.Health == healthcheck.HealthUp
 			s.mu.Lock()
-			s.health[sp.Name] = h.health
+			s.health[sp.Name] = h.Health
 			s.mu.Unlock()
 			if !up {
 				// The change itself is the caller's to log; the output
@@ -205,40 +206,4 @@ func scriptOutcome(r command.Result, timeout time.Duration) (ok bool, reason str
 	default:
 		return r.ExitCode == 0, fmt.Sprintf("exit %d", r.ExitCode)
 	}
-}
-
-type scriptHealth uint8
-
-const (
-	scriptInit scriptHealth = iota
-	scriptUp
-	scriptDown
-)
-
-// scriptHysteresis counts the current streak of equal outcomes; see Scripts
-// for the rules.
-type scriptHysteresis struct {
-	rise, fall int
-	health     scriptHealth
-	streak     int
-	streakOK   bool
-}
-
-// observe records one outcome and reports whether health changed.
-func (h *scriptHysteresis) observe(ok bool) bool {
-	if h.streak == 0 || ok != h.streakOK {
-		h.streak, h.streakOK = 0, ok
-	}
-	if h.streak < max(h.rise, h.fall) {
-		h.streak++ // capped: only reaching a threshold matters
-	}
-	switch {
-	case ok && h.health != scriptUp && h.streak >= h.rise:
-		h.health = scriptUp
-		return true
-	case !ok && h.health != scriptDown && h.streak >= h.fall:
-		h.health = scriptDown
-		return true
-	}
-	return false
 }

@@ -3,6 +3,8 @@
 package vrrp
 
 import (
+	"github.com/directord/directord/healthcheck"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -131,12 +133,12 @@ func TestScriptHysteresisNeedsConsecutiveRuns(t *testing.T) {
 		{"long streaks report once", 2, 2, "SSSSSSFFFFFFFSS", []string{"2 up", "8 down", "15 up"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := scriptHysteresis{rise: tc.rise, fall: tc.fall}
+			h := healthcheck.Hysteresis{Rise: tc.rise, Fall: tc.fall}
 			var got []string
 			for i, c := range tc.runs {
-				if h.observe(c == 'S') {
+				if h.Observe(c == 'S') {
 					state := "down"
-					if h.health == scriptUp {
+					if h.Health == healthcheck.HealthUp {
 						state = "up"
 					}
 					got = append(got, fmt.Sprintf("%d %s", i+1, state))
