@@ -19,6 +19,8 @@ skipped=$(grep -cE '^\s*--- SKIP' "$log")
 grep -E '^(ok|FAIL|panic:)' "$log"
 grep -E -A1 '^\s*--- (FAIL|SKIP)' "$log" | grep -v '^--$' | sed -n '1,400p'
 if [ $rc -ne 0 ]; then
+	echo "---- what the failing tests said ----"
+	grep -E '^\s+(\S+_test\.go|guest\|\s+\S+_test\.go):[0-9]+: ' "$log" | grep -vE 'netlab: \[' | sed -n '1,200p'
 	echo "---- last 150 lines of the tier's log ----"
 	tail -n 150 "$log"
 fi

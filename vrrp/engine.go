@@ -85,6 +85,9 @@ type Engine struct {
 	// rxAdvert is reused for every received advert: the receive path runs
 	// every interval for as long as the node does, and must not allocate.
 	rxAdvert Advert
+	// inflight counts datagrams a reader has taken off a socket but not
+	// yet handed to the loop: drain must wait for those too.
+	inflight atomic.Int32
 
 	mu    sync.Mutex
 	stats []InstanceStats
@@ -336,6 +339,9 @@ func (e *Engine) read(t *transport) {
 		bp := e.rxBuf.Get().(*[]byte)
 		r, err := t.read(*bp)
 		r.buf = bp
+		if err == nil {
+			e.inflight.Add(1)
+		}
 		if err != nil {
 			e.rxBuf.Put(bp)
 			if errors.Is(err, net.ErrClosed) {
@@ -346,6 +352,7 @@ func (e *Engine) read(t *transport) {
 			continue
 		}
 		e.rx <- r
+		e.inflight.Add(-1)
 	}
 }
 
@@ -390,10 +397,16 @@ func (e *Engine) timeouts() {
 	}
 }
 
+// drainPatience bounds how long an expired timer waits for adverts that
+// are known to be on their way (queued in a socket, or read and not yet
+// handed over): long enough for a reader starved on a loaded machine, short
+// next to Master_Down_Interval.
+const drainPatience = 100 * time.Millisecond
+
 // drain processes every received advert, including those still queued in
-// the kernel that the reader has not picked up yet.
+// the kernel or held by a reader that has not handed them over yet.
 func (e *Engine) drain() {
-	deadline := time.Now().Add(20 * time.Millisecond)
+	deadline := time.Now().Add(drainPatience)
 	for {
 		select {
 		case r := <-e.rx:
@@ -401,7 +414,7 @@ func (e *Engine) drain() {
 			continue
 		default:
 		}
-		waiting := false
+		waiting := e.inflight.Load() > 0
 		for _, t := range e.trans {
 			if t != nil && t.pending() {
 				waiting = true
