@@ -627,16 +627,5 @@ func TestNoGoroutineLeak(t *testing.T) {
 	for i := range 100 {
 		checkers[i%len(checkers)].Check(context.Background())
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			break
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines after 100 checks, %d before\n%s", n, base, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGoroutines(t, base)
 }

@@ -172,7 +172,7 @@ func collect(ch <-chan Transition, d time.Duration) []Transition {
 // their way out.
 func waitGoroutines(t *testing.T, want int) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
 	for {
 		n := runtime.NumGoroutine()
 		if n <= want {
