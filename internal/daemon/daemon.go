@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/directord/directord/healthcheck"
@@ -65,6 +66,12 @@ type Daemon struct {
 	ipvsKernel ipvs.Kernel
 	checks     *healthcheck.Scheduler
 	health     health
+	// vrrpEvents carries the engine's transitions to the daemon's loop;
+	// the engine never waits for it (see onTransition).
+	vrrpEvents chan vrrp.Transition
+	lostEvents atomic.Uint64
+	// history holds each instance's last transitions, oldest first.
+	history map[string][]vrrp.Transition
 }
 
 // New prepares a daemon for cfg. It removes virtual addresses and IPVS
@@ -72,7 +79,7 @@ type Daemon struct {
 // so a restarted node never answers for an address it does not own, and
 // installs the IPVS table: every director keeps it, master or not.
 func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daemon, error) {
-	d := &Daemon{log: log, load: load, opts: opts, cfg: cfg, health: health{}}
+	d := &Daemon{log: log, load: load, opts: opts, cfg: cfg, health: health{}, vrrpEvents: make(chan vrrp.Transition, 1024), history: map[string][]vrrp.Transition{}}
 	d.checks = healthcheck.NewScheduler(healthcheck.NewChecker, log)
 	if err := d.checks.Update(checkSpecs(cfg)); err != nil {
 		return nil, err
@@ -85,7 +92,7 @@ func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daem
 		d.vips.Close()
 		return nil, err
 	}
-	if d.vrrp, err = vrrp.NewEngine(cfg, vrrp.EngineOptions{Log: log, VIPs: d.vips}); err != nil {
+	if d.vrrp, err = vrrp.NewEngine(cfg, vrrp.EngineOptions{Log: log, VIPs: d.vips, OnTransition: d.onTransition}); err != nil {
 		d.vips.Close()
 		d.closeIPVS()
 		return nil, err
@@ -179,6 +186,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 				continue
 			}
 			d.realChanged(tr)
+		case tr := <-d.vrrpEvents:
+			d.vrrpChanged(tr)
 		case <-resync.C:
 			if d.ipvs != nil {
 				if _, err := d.ipvs.Resync(); err != nil {
@@ -211,6 +220,30 @@ func (d *Daemon) realChanged(tr healthcheck.Transition) {
 	}
 	d.reportQuorum()
 }
+
+// onTransition runs on the VRRP engine's loop, which must never wait for
+// the daemon: the transition is queued for the daemon's loop, and counted
+// as lost if the queue is full.
+func (d *Daemon) onTransition(tr vrrp.Transition) {
+	select {
+	case d.vrrpEvents <- tr:
+	default:
+		d.lostEvents.Add(1)
+	}
+}
+
+// vrrpChanged runs on the daemon's loop for every VRRP transition, in
+// order.
+func (d *Daemon) vrrpChanged(tr vrrp.Transition) {
+	h := append(d.history[tr.Instance], tr)
+	if len(h) > historyLen {
+		h = slices.Delete(h, 0, len(h)-historyLen)
+	}
+	d.history[tr.Instance] = h
+}
+
+// historyLen is how many transitions per instance status shows.
+const historyLen = 10
 
 // stopIPVS keeps the installed services (traffic keeps flowing while
 // directord restarts) unless FlushOnStop asks to remove them.
