@@ -47,6 +47,7 @@ fuzz:
 	$(call fuzzrun,FuzzParseConnections,./ipvs,300000)
 	$(call fuzzrun,FuzzDecodeReplies,./ipvs,400000)
 	$(call fuzzrun,FuzzDNSReply,./healthcheck,300000)
+	$(call fuzzrun,FuzzDecode,./sync,600000)
 
 # Speed goals as ratios against the reference tool measured in the same run
 # (TESTING.md). VRRP: client-visible takeover outage, directord vs
