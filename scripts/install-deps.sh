@@ -18,6 +18,11 @@ want tcpdump tcpdump
 want ping iputils-ping
 want xz xz-utils
 want nft nftables
+# The deploy tests: Ansible's syntax check, lint and runs of the roles, and
+# systemd-analyze verify on the units they install.
+want ansible-playbook ansible-core
+want ansible-lint ansible-lint
+want systemd-analyze systemd
 # The VM's userland is the static busybox; a dynamic busybox does not count.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 
