@@ -97,12 +97,12 @@ func TestCheckMissingFile(t *testing.T) {
 }
 
 func TestRunRejectsSectionsNotSupportedYet(t *testing.T) {
-	p := write(t, "d.yaml", "node: {name: lb1, state_dir: /tmp}\nsync:\n  interface: eth0\n")
+	p := write(t, "d.yaml", "node:\n  name: lb1\n  state_dir: /tmp\n  metrics_address: 127.0.0.1:9100\n")
 	var errOut bytes.Buffer
 	if rc := run([]string{"-c", p}, io.Discard, &errOut); rc != exitConfig {
 		t.Fatalf("exit %d, want %d", rc, exitConfig)
 	}
-	if want := p + ":2:1: sync: not supported yet: this build of directord cannot run connection sync"; !strings.HasPrefix(errOut.String(), want) {
+	if want := p + ":4:3: node.metrics_address: not supported yet: this build of directord cannot run the metrics listener"; !strings.HasPrefix(errOut.String(), want) {
 		t.Errorf("stderr %q, want prefix %q", errOut.String(), want)
 	}
 }

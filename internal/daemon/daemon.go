@@ -30,8 +30,8 @@ func Unsupported(cfg *config.Config) config.Errors {
 	add := func(path, what string) {
 		errs = append(errs, cfg.ErrorAt(path, "not supported yet: this build of directord cannot run "+what))
 	}
-	if cfg.Sync != nil {
-		add("sync", "connection sync")
+	if cfg.Sync != nil && cfg.Sync.Relay != nil {
+		add("sync.relay", "the sync relay")
 	}
 	if cfg.Node.MetricsAddress != "" {
 		add("node.metrics_address", "the metrics listener")
@@ -72,6 +72,7 @@ type Daemon struct {
 	lostEvents atomic.Uint64
 	// history holds each instance's last transitions, oldest first.
 	history map[string][]vrrp.Transition
+	syncRun *syncRun // nil without a sync section (sync.go)
 }
 
 // New prepares a daemon for cfg. It removes virtual addresses and IPVS
@@ -90,6 +91,11 @@ func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daem
 	}
 	if err := d.startIPVS(); err != nil {
 		d.vips.Close()
+		return nil, err
+	}
+	if err := d.startSync(); err != nil {
+		d.vips.Close()
+		d.closeIPVS()
 		return nil, err
 	}
 	if d.vrrp, err = vrrp.NewEngine(cfg, vrrp.EngineOptions{Log: log, VIPs: d.vips, OnTransition: d.onTransition}); err != nil {
@@ -172,8 +178,9 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 			d.log.Info("directord stopping", "node", d.cfg.Node.Name)
 			stopEngine()
 			err := <-engineDone
-			return errors.Join(err, d.vips.Close(), d.stopIPVS())
+			return errors.Join(err, d.stopSync(), d.vips.Close(), d.stopIPVS())
 		case err := <-engineDone:
+			d.stopSync()
 			d.vips.Close()
 			d.closeIPVS()
 			if err != nil {
@@ -185,7 +192,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 				transitions = nil
 				continue
 			}
-			d.realChanged(tr)
+			d.realChanged(tr, drain(transitions, maxBatch))
 		case tr := <-d.vrrpEvents:
 			d.vrrpChanged(tr)
 		case <-resync.C:
@@ -204,21 +211,47 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 	}
 }
 
-// realChanged applies a health transition: the IPVS table follows it
+// realChanged applies health transitions: the IPVS table follows them
 // (remove or quiesce, sorry server) and VRRP learns the services' quorum.
-func (d *Daemon) realChanged(tr healthcheck.Transition) {
-	state := "down"
-	if tr.Up {
-		state = "up"
+// Transitions that are already waiting are applied with first, at one
+// table computation for the lot: 10,000 checks deciding at startup cost
+// one pass, not 10,000.
+func (d *Daemon) realChanged(first healthcheck.Transition, more []healthcheck.Transition) {
+	for _, tr := range append([]healthcheck.Transition{first}, more...) {
+		state := "down"
+		if tr.Up {
+			state = "up"
+		}
+		d.log.Info("real server "+state, "check", tr.ID, "reason", tr.Reason)
+		d.health[tr.ID] = tr
 	}
-	d.log.Info("real server "+state, "check", tr.ID, "reason", tr.Reason)
-	d.health[tr.ID] = tr
 	if d.ipvs != nil {
 		if _, err := d.ipvs.Apply(ipvs.Desired(d.cfg, d.health)); err != nil {
 			d.log.Error("IPVS table not fully applied; retrying at the next resync", "error", err)
 		}
 	}
 	d.reportQuorum()
+}
+
+// maxBatch bounds the transitions realChanged takes at once, so the loop
+// still serves VRRP events and reloads during a flood.
+const maxBatch = 4096
+
+// drain returns what is waiting on c, up to max values, without blocking.
+func drain[T any](c <-chan T, max int) []T {
+	var out []T
+	for len(out) < max {
+		select {
+		case v, ok := <-c:
+			if !ok {
+				return out
+			}
+			out = append(out, v)
+		default:
+			return out
+		}
+	}
+	return out
 }
 
 // onTransition runs on the VRRP engine's loop, which must never wait for
@@ -240,6 +273,7 @@ func (d *Daemon) vrrpChanged(tr vrrp.Transition) {
 		h = slices.Delete(h, 0, len(h)-historyLen)
 	}
 	d.history[tr.Instance] = h
+	d.syncTransition(tr)
 }
 
 // historyLen is how many transitions per instance status shows.
@@ -299,6 +333,7 @@ func (d *Daemon) Reload() error {
 	old := d.cfg
 	d.cfg = cfg
 	d.health.prune(checkSpecs(cfg))
+	d.reloadSync(old)
 	if d.ipvs != nil && !reflect.DeepEqual(cfg.IPVS, old.IPVS) {
 		// Only the difference: unchanged services are not touched.
 		if _, err := d.ipvs.Apply(ipvs.Desired(cfg, d.health)); err != nil {
