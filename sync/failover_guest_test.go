@@ -362,4 +362,3 @@ func TestGuestFailoverBreaksConnectionsWithoutSync(t *testing.T) {
 	}
 	_ = tr
 }
-
