@@ -67,6 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return exitOK
 	}
+	if name == "import-keepalived" {
+		return importKeepalived(fs.Args()[1:], fs.Lookup("json").Value.String() == "true", stdout, stderr)
+	}
 	for _, c := range commands {
 		if c.name == name {
 			fmt.Fprintf(stderr, "directorctl: %s: not supported yet: this build of directord serves no control socket\n", name)
