@@ -48,6 +48,7 @@ fuzz:
 	$(call fuzzrun,FuzzDecodeReplies,./ipvs,400000)
 	$(call fuzzrun,FuzzDNSReply,./healthcheck,300000)
 	$(call fuzzrun,FuzzDecode,./sync,600000)
+	$(call fuzzrun,FuzzImport,./internal/kaimport,300000)
 
 # Speed goals as ratios against the reference tool measured in the same run
 # (TESTING.md). VRRP: client-visible takeover outage, directord vs
