@@ -41,8 +41,9 @@ const (
 // Weight; a successful result without a weight keeps the weight in force
 // (keepalived's exit 0 for dynamic_weight), so it sends nothing.
 //
-// Each check has one goroutine and one timer, so a check never overlaps
-// itself. Its first probe comes after a random delay below
+// Each check has one timer and no goroutine while idle; a probe runs on a
+// goroutine of its own and re-arms the timer when done, so a check never
+// overlaps itself. Its first probe comes after a random delay below
 // min(interval, 1s), which spreads checks that share an interval; later
 // probes are on a fixed grid from the first (first + k*interval), and a
 // grid point that passes while the previous probe is still going is skipped
@@ -55,16 +56,16 @@ type Scheduler struct {
 	// firstDelay is a field so tests can replace it.
 	firstDelay func(interval time.Duration) time.Duration
 
-	mu      sync.Mutex // held for all of Update, never by check goroutines
+	mu      sync.Mutex // held for all of Update, never by probes
 	checks  map[string]*check
 	ctx     context.Context // Start's; nil before Start
 	out     chan Transition
-	stopped bool // ctx is done: launch nothing more, wg is being waited on
-	wg      sync.WaitGroup
+	stopped bool           // ctx is done: launch nothing more, wg is being waited on
+	wg      sync.WaitGroup // one per launched check until it has halted
 }
 
-// check is one Spec with its checker, its goroutine's handles and the state
-// Status reads.
+// check is one Spec with its checker, its timer and the state Status
+// reads.
 type check struct {
 	spec     Spec // as given to Update (slices cloned), for the comparison
 	checker  Checker
@@ -73,12 +74,26 @@ type check struct {
 	rise     int
 	fall     int
 
+	ctx    context.Context    // the probes'; nil until launched
 	cancel context.CancelFunc // nil until launched
-	done   chan struct{}      // closed when the goroutine has returned
+	done   chan struct{}      // closed once halted and no probe runs
+	out    chan<- Transition
+	wg     *sync.WaitGroup // the Scheduler's
 
-	mu     sync.Mutex
-	health Health
-	last   Result
+	// Only the probe in progress touches these; the timer is re-armed
+	// after it, so probes are serialised.
+	h         Hysteresis
+	first     time.Time // the grid's origin
+	weight    int       // the dynamic weight last sent while up
+	weightSet bool
+	log       *slog.Logger
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	running bool // a probe is in progress
+	halted  bool
+	health  Health
+	last    Result
 }
 
 // NewScheduler returns a Scheduler with no checks. newChecker builds the
@@ -99,7 +114,7 @@ func NewScheduler(newChecker func(Spec) (Checker, error), log *slog.Logger) *Sch
 // Update sets the checks to run, by Spec.ID. IDs not running yet start
 // (their first probe after the random first delay) and removed IDs stop:
 // their in-flight probe is cancelled and Update returns only after their
-// goroutines have. An ID whose Spec is unchanged (reflect.DeepEqual, with
+// probes have. An ID whose Spec is unchanged (reflect.DeepEqual, with
 // nil and empty slices equal) keeps running with its checker, its grid and
 // its health; a changed one is stopped and restarts from unknown with a new
 // checker.
@@ -154,14 +169,12 @@ func (s *Scheduler) Update(specs []Spec) error {
 		}
 		stopping = append(stopping, c)
 		delete(s.checks, id)
-		if c.cancel != nil {
-			c.cancel()
-		}
+		s.halt(c)
 	}
-	// Wait before starting replacements, so an old goroutine cannot send
-	// after its successor has. Check goroutines never take s.mu, and
-	// their sends give up on cancellation, so this ends as soon as the
-	// cancelled probes return (a Checker must honour its ctx).
+	// Wait before starting replacements, so an old probe cannot send
+	// after its successor has. Probes never take s.mu, and their sends
+	// give up on cancellation, so this ends as soon as the cancelled
+	// probes return (a Checker must honour its ctx).
 	for _, c := range stopping {
 		if c.done != nil {
 			<-c.done
@@ -179,7 +192,7 @@ func (s *Scheduler) Update(specs []Spec) error {
 
 // Start runs every check until ctx is done and returns the channel of
 // transitions. A probe in progress when ctx is done is cancelled and not
-// counted. The channel is closed once every check goroutine has returned,
+// counted. The channel is closed once every probe has returned,
 // so draining it to the end waits for all probes to finish. Call Start
 // once.
 //
@@ -204,6 +217,9 @@ func (s *Scheduler) Start(ctx context.Context) <-chan Transition {
 		<-ctx.Done()
 		s.mu.Lock()
 		s.stopped = true // no wg.Add after this, so Wait is safe
+		for _, c := range s.checks {
+			s.halt(c)
+		}
 		s.mu.Unlock()
 		s.wg.Wait()
 		close(s.out)
@@ -226,76 +242,116 @@ func (s *Scheduler) Status(id string) (up, known bool, last Result) {
 	return c.health == HealthUp, c.health != HealthUnknown, c.last
 }
 
-// launch starts c's goroutine if the Scheduler runs. s.mu must be held.
+// launch arms c's timer if the Scheduler runs. s.mu must be held.
+//
+// A check has no goroutine of its own: its timer starts a probe in a
+// goroutine of the timer's (time.AfterFunc), and the probe re-arms the
+// timer when it is done. An idle check costs its timer, so 10,000 checks
+// cost 10,000 timers, not 10,000 stacks.
 func (s *Scheduler) launch(c *check) {
 	if s.ctx == nil || s.stopped {
 		return
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	c.cancel, c.done = cancel, make(chan struct{})
-	out := s.out
-	s.wg.Go(func() {
-		defer close(c.done)
-		defer cancel()
-		s.loop(ctx, c, out)
-	})
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	c.done, c.out, c.wg = make(chan struct{}), s.out, &s.wg
+	c.h = Hysteresis{Rise: c.rise, Fall: c.fall}
+	c.log = s.log.With("check", c.spec.ID)
+	s.wg.Add(1)
+	delay := s.firstDelay(c.interval)
+	c.first = time.Now().Add(delay)
+	c.mu.Lock()
+	c.timer = time.AfterFunc(delay, func() { s.probe(c) })
+	c.mu.Unlock()
 }
 
-func (s *Scheduler) loop(ctx context.Context, c *check, out chan<- Transition) {
-	log := s.log.With("check", c.spec.ID)
-	h := Hysteresis{Rise: c.rise, Fall: c.fall}
-	// The dynamic weight last sent while up; reset when down, so the next
-	// up carries its weight afresh.
-	var weight int
-	var weightSet bool
+// halt stops c: its probe in progress is cancelled, and done is closed as
+// soon as no probe runs. s.mu must be held.
+func (s *Scheduler) halt(c *check) {
+	if c.cancel == nil {
+		return // never launched
+	}
+	c.cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.halted {
+		return
+	}
+	c.halted = true
+	c.timer.Stop()
+	if !c.running {
+		c.finish()
+	}
+}
 
-	first := time.Now().Add(s.firstDelay(c.interval))
-	timer := time.NewTimer(time.Until(first))
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, c.timeout)
-		res := c.checker.Check(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return // cancelled by a stop: says nothing about the server
-		}
-		if log.Enabled(ctx, slog.LevelDebug) {
-			log.Debug("health check ran", "ok", res.OK, "reason", res.Reason,
-				"latency", res.Latency)
-		}
-		changed := h.Observe(res.OK)
-		c.mu.Lock()
-		c.health, c.last = h.Health, res
+// finish closes done; c.mu must be held.
+func (c *check) finish() {
+	close(c.done)
+	c.wg.Done()
+}
+
+// probe runs one probe of c on the timer's goroutine and re-arms the timer
+// for the next point of the grid.
+func (s *Scheduler) probe(c *check) {
+	c.mu.Lock()
+	if c.halted {
 		c.mu.Unlock()
+		return // halt has finished c
+	}
+	c.running = true
+	c.mu.Unlock()
 
-		send := changed
-		if h.Health == HealthUp && res.OK && res.WeightSet && (!weightSet || res.Weight != weight) {
-			send = true
+	s.observe(c)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.running = false
+	if c.halted {
+		c.finish()
+		return
+	}
+	c.timer.Reset(time.Until(nextRun(c.first, c.interval, time.Now())))
+}
+
+// observe probes once and sends the transition, if any.
+func (s *Scheduler) observe(c *check) {
+	ctx := c.ctx
+	pctx, cancel := context.WithTimeout(ctx, c.timeout)
+	res := c.checker.Check(pctx)
+	cancel()
+	if ctx.Err() != nil {
+		return // cancelled by a stop: says nothing about the server
+	}
+	if c.log.Enabled(ctx, slog.LevelDebug) {
+		c.log.Debug("health check ran", "ok", res.OK, "reason", res.Reason, "latency", res.Latency)
+	}
+	changed := c.h.Observe(res.OK)
+	c.mu.Lock()
+	c.health, c.last = c.h.Health, res
+	c.mu.Unlock()
+
+	send := changed
+	if c.h.Health == HealthUp && res.OK && res.WeightSet && (!c.weightSet || res.Weight != c.weight) {
+		send = true
+	}
+	if !send {
+		return
+	}
+	t := Transition{ID: c.spec.ID, Up: c.h.Health == HealthUp, Reason: res.Reason, At: time.Now()}
+	if res.OK && res.WeightSet {
+		t.Weight, t.WeightSet = res.Weight, true
+	}
+	// The weight is reset when down, so the next up carries its weight
+	// afresh.
+	if t.Up {
+		if t.WeightSet {
+			c.weight, c.weightSet = t.Weight, true
 		}
-		if send {
-			t := Transition{ID: c.spec.ID, Up: h.Health == HealthUp, Reason: res.Reason, At: time.Now()}
-			if res.OK && res.WeightSet {
-				t.Weight, t.WeightSet = res.Weight, true
-			}
-			if t.Up {
-				if t.WeightSet {
-					weight, weightSet = t.Weight, true
-				}
-			} else {
-				weight, weightSet = 0, false
-			}
-			select {
-			case out <- t:
-			case <-ctx.Done():
-				return
-			}
-		}
-		timer.Reset(time.Until(nextRun(first, c.interval, time.Now())))
+	} else {
+		c.weight, c.weightSet = 0, false
+	}
+	select {
+	case c.out <- t:
+	case <-ctx.Done():
 	}
 }
 

@@ -490,9 +490,20 @@ func TestSchedulerUpdateRemoves(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("blocked check never probed")
 	}
-	time.Sleep(3 * interval)
-	if n := runtime.NumGoroutine(); n < baseline+101 {
-		t.Fatalf("%d goroutines with 101 checks, baseline %d: checks not running", n, baseline)
+	// Every check runs: each has probed twice.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, sp := range specs[1:] {
+		for fs.get(sp.ID).Calls() < 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d probes, want 2: checks not running", sp.ID, fs.get(sp.ID).Calls())
+			}
+			time.Sleep(interval)
+		}
+	}
+	// An idle check holds no goroutine: only the blocked probe and those
+	// in progress at this instant run, far fewer than one per check.
+	if n := runtime.NumGoroutine(); n > baseline+50 {
+		t.Errorf("%d goroutines with 101 checks, baseline %d: idle checks hold goroutines", n, baseline)
 	}
 
 	begin := time.Now()
