@@ -171,6 +171,8 @@ func TestRules(t *testing.T) {
 		{"node paths absolute", "node:\n  state_dir: run/directord\n  control_socket: ''\n", []string{
 			`2:3: node.state_dir: "run/directord" must be an absolute path`,
 			`3:3: node.control_socket: required`}},
+		{"control socket too long", "node:\n  control_socket: /run/" + strings.Repeat("d", 104) + "\n", []string{
+			`2:3: node.control_socket: "/run/` + strings.Repeat("d", 104) + `" is 109 bytes long; a unix socket path has at most 107`}},
 		{"metrics address", "node:\n  metrics_address: localhost9580\n", []string{`2:3: node.metrics_address: "localhost9580" is not HOST:PORT`}},
 		{"log level", "node:\n  log: {level: verbose, format: xml}\n", []string{
 			`2:9: node.log.level: "verbose" is not one of debug, info, warn, error`,

@@ -165,6 +165,9 @@ func (x *v) uniqueNames(kind string, n int, name func(int) string, path func(int
 	return seen
 }
 
+// maxSocketPath is the longest path a unix socket can be bound to.
+const maxSocketPath = 107
+
 func (x *v) node() {
 	n := &x.cfg.Node
 	x.required("node.name", n.Name)
@@ -175,6 +178,10 @@ func (x *v) node() {
 		if x.required(f.path, f.val) && !filepath.IsAbs(f.val) {
 			x.errf(f.path, "%q must be an absolute path", f.val)
 		}
+	}
+	// sun_path holds 108 bytes with the terminating NUL.
+	if len(n.ControlSocket) > maxSocketPath {
+		x.errf("node.control_socket", "%q is %d bytes long; a unix socket path has at most %d", n.ControlSocket, len(n.ControlSocket), maxSocketPath)
 	}
 	if n.MetricsAddress != "" {
 		host, port, err := net.SplitHostPort(n.MetricsAddress)
