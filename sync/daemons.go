@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/directord/directord/ipvs"
 )
@@ -77,7 +78,18 @@ type Daemons struct {
 	foreign map[ipvs.DaemonState]ipvs.DaemonConfig
 	// switches counts role changes applied.
 	switches uint64
+	// started is when directord started each daemon in this run.
+	started map[ipvs.DaemonState]time.Time
+	now     func() time.Time
+	sleep   func(time.Duration)
 }
+
+// minDaemonAge is how old a daemon must be before it is stopped. Debian's
+// 6.1 kernel takes 10 s or more to answer DEL_DAEMON for a master daemon
+// stopped within milliseconds of its start (measured in the VM: 3 of 6
+// immediate stops, none after 300 ms); a role flapping that fast waits
+// this long instead.
+const minDaemonAge = 300 * time.Millisecond
 
 // NewDaemons prepares the control of the daemons described by base (its
 // State is ignored). It changes nothing until Set.
@@ -86,7 +98,8 @@ func NewDaemons(k Kernel, base ipvs.DaemonConfig, stateDir string, log *slog.Log
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Daemons{k: k, log: log, base: base, stateDir: stateDir, role: -1,
-		owned: map[ipvs.DaemonState]ipvs.DaemonConfig{}, foreign: map[ipvs.DaemonState]ipvs.DaemonConfig{}}
+		owned: map[ipvs.DaemonState]ipvs.DaemonConfig{}, foreign: map[ipvs.DaemonState]ipvs.DaemonConfig{},
+		started: map[ipvs.DaemonState]time.Time{}, now: time.Now, sleep: time.Sleep}
 	d.loadState()
 	return d
 }
@@ -147,6 +160,7 @@ func (d *Daemons) Set(r Role) error {
 			continue
 		}
 		d.owned[s] = c
+		d.started[s] = d.now()
 		d.log.Info("sync daemon started", "state", s.String(), "interface", c.Interface, "sync_id", c.SyncID)
 	}
 	for _, s := range []ipvs.DaemonState{ipvs.DaemonMaster, ipvs.DaemonBackup} {
@@ -187,11 +201,17 @@ func (d *Daemons) Stop() error {
 }
 
 func (d *Daemons) stop(s ipvs.DaemonState) error {
+	if at, ok := d.started[s]; ok {
+		if age := d.now().Sub(at); age < minDaemonAge {
+			d.sleep(minDaemonAge - age)
+		}
+	}
 	err := d.k.DelDaemon(s)
 	if err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
 	}
 	delete(d.owned, s)
+	delete(d.started, s)
 	d.log.Info("sync daemon stopped", "state", s.String())
 	return nil
 }

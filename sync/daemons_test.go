@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/directord/directord/ipvs"
 	"github.com/google/go-cmp/cmp"
@@ -228,4 +229,33 @@ func (f *failingKernel) NewDaemon(c ipvs.DaemonConfig) error {
 		return fmt.Errorf("start %v: %w", c, syscall.ENODEV)
 	}
 	return f.fakeKernel.NewDaemon(c)
+}
+
+// A daemon is never stopped younger than minDaemonAge: the kernel answers
+// such a stop only after seconds.
+func TestDaemonsLetAYoungDaemonSettleBeforeStopping(t *testing.T) {
+	k := newFakeKernel(t)
+	d := NewDaemons(k, testBase, t.TempDir(), nil)
+	now := time.Unix(1000, 0)
+	var slept []time.Duration
+	d.now = func() time.Time { return now }
+	d.sleep = func(dur time.Duration) { slept = append(slept, dur); now = now.Add(dur) }
+	if err := d.Set(RoleMaster); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(100 * time.Millisecond)
+	if err := d.Set(RoleBackup); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]time.Duration{minDaemonAge - 100*time.Millisecond}, slept); diff != "" {
+		t.Errorf("sleeps before stopping the young master (-want +got):\n%s", diff)
+	}
+	now = now.Add(time.Hour)
+	slept = nil
+	if err := d.Set(RoleMaster); err != nil {
+		t.Fatal(err)
+	}
+	if len(slept) != 0 {
+		t.Errorf("slept %v before stopping an old backup", slept)
+	}
 }

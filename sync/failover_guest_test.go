@@ -62,6 +62,15 @@ type node struct {
 // directors run no sync at all).
 type drillOptions struct {
 	Sync bool
+	// Relay carries sync over the relay, and nftables on both directors
+	// drop the multicast that arrives on the sync link.
+	Relay bool
+	// Resync is resync_on_backup.
+	Resync bool
+	// OnceOnly (implied by Resync) sets the sync thresholds to "3 0":
+	// the kernel syncs each connection once, so that only the full
+	// resync can tell a recovering director about older connections.
+	OnceOnly bool
 }
 
 func newDrill(t *testing.T, o drillOptions) *drill {
@@ -81,12 +90,16 @@ func newDrill(t *testing.T, o drillOptions) *drill {
 		run(t, nrs, "ip", "route", "add", "default", "via", "198.51.100.1")
 		echo(t, nrs, ":8080")
 	}
-	d.lb1 = d.addNode("lb1", 11, 150, o)
-	d.lb2 = d.addNode("lb2", 12, 100, o)
+	key := filepath.Join(t.TempDir(), "sync.key")
+	if err := os.WriteFile(key, []byte("a shared secret of the two directors\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.lb1 = d.addNode("lb1", 11, 150, o, key)
+	d.lb2 = d.addNode("lb2", 12, 100, o, key)
 	return d
 }
 
-func (d *drill) addNode(name string, host, prio int, o drillOptions) *node {
+func (d *drill) addNode(name string, host, prio int, o drillOptions, key string) *node {
 	t := d.t
 	h := d.lab.AddHost(name, fmt.Sprintf("192.0.2.%d/24", host))
 	d.syncSeg.AddLink(h, "eth1", fmt.Sprintf("203.0.113.%d/24", host))
@@ -102,6 +115,7 @@ vrrp:
       vrid: 51
       priority: %d
       advert_interval: 300ms
+      preempt_delay: 2s
       virtual_addresses:
         - 192.0.2.50
         - {address: 198.51.100.1/32, interface: eth2}
@@ -121,7 +135,21 @@ ipvs:
       real_servers: [{address: "198.51.100.11:8080"}, {address: "198.51.100.12:8080"}, {address: "198.51.100.13:8080"}]
 `, name, n.dir, n.dir, prio)
 	if o.Sync {
-		cfg += "sync:\n  interface: eth1\n  sync_id: 51\n  follow: VI_1\n"
+		cfg += fmt.Sprintf("sync:\n  interface: eth1\n  sync_id: 51\n  follow: VI_1\n  resync_on_backup: %t\n", o.Resync)
+	}
+	if o.Relay {
+		cfg += fmt.Sprintf("  relay: {listen: \"203.0.113.%d:8849\", peer: \"203.0.113.%d:8849\", key_file: %s}\n", host, 23-host, key)
+		// Multicast from the wire is dropped; what the relay re-emits
+		// locally (loopback, TTL 0) is not. (nftables reports looped
+		// multicast as pkttype multicast too.)
+		run(t, h, "nft", "add table inet nomcast")
+		run(t, h, "nft", "add chain inet nomcast in { type filter hook input priority 0 ; }")
+		run(t, h, "nft", "add rule inet nomcast in iifname eth1 ip daddr 224.0.0.81 ip ttl != 0 counter drop")
+	}
+	if o.Resync || o.OnceOnly {
+		if err := h.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/vs/sync_threshold", []byte("3 0"), 0o644) }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.WriteFile(n.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -361,4 +389,117 @@ func TestGuestFailoverBreaksConnectionsWithoutSync(t *testing.T) {
 		t.Errorf("no connection broke without sync: the drill proves nothing")
 	}
 	_ = tr
+}
+
+// With the relay instead of multicast (which nftables drops on the sync
+// link), every connection keeps working through the new master, and
+// garbage or forgeries sent to the relay are dropped, counted and survived.
+func TestGuestFailoverKeepsConnectionsOverTheRelay(t *testing.T) {
+	o := drillOptions{Sync: true, Relay: true}
+	d := newDrill(t, o)
+	tr, broken := d.failover(o)
+	t.Logf("with the relay: %d of %d connections broken by the failover", broken, 2*drillConns)
+	if broken != 0 {
+		t.Errorf("%d connections broke:\n%s", broken, tr.summary())
+	}
+	// The wire's multicast did arrive at lb2 and was dropped: the
+	// connections reached its table through the relay.
+	if n := dropped(t, d.lb2.h); n == 0 {
+		t.Errorf("nftables dropped no sync multicast on lb2: the drill did not block multicast")
+	} else {
+		t.Logf("nftables dropped %d sync multicast packets at lb2", n)
+	}
+	var c net.Conn
+	if err := d.lb2.h.Do(func() (err error) { c, err = net.Dial("udp4", "203.0.113.12:8849"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("not a frame"))
+	forged := (&sealer{key: []byte("a guessed key that is long enough"), epoch: 1, seq: 1}).seal(frameData, []byte{0, 51, 0, 8, 0, 1, 0, 0}, time.Now())
+	c.Write(forged)
+	d.lb2.waitLog("reason=forged", 1)
+	d.lb2.waitLog("reason=short", 1)
+	select {
+	case <-d.lb2.proc.Done():
+		t.Fatalf("lb2's directord died:\n%s", d.lb2.proc.Output())
+	default:
+	}
+}
+
+// dropped reads the packet counter of the multicast drop rule.
+func dropped(t *testing.T, h *netlab.Host) int {
+	out := run(t, h, "nft", "list", "table", "inet", "nomcast")
+	var n int
+	if i := strings.Index(out, "packets "); i >= 0 {
+		fmt.Sscan(out[i+len("packets "):], &n)
+	}
+	return n
+}
+
+// Fail back: connections opened while lb1 was dead exist only on lb2 (the
+// kernel syncs each connection once here). lb1 restarts, asks for the full
+// table while backup, receives it, and takes over again after its preempt
+// delay: old and new connections keep working.
+func TestGuestFailbackWithFullResync(t *testing.T) {
+	brokenA, brokenB := failback(t, drillOptions{Sync: true, Relay: true, Resync: true})
+	t.Logf("fail back with resync: %d + %d of %d connections broken", brokenA, brokenB, 4*drillConns)
+	if brokenA+brokenB != 0 {
+		t.Errorf("%d connections opened before the failover and %d opened during lb1's absence broke", brokenA, brokenB)
+	}
+}
+
+// The same fail back without resync_on_backup breaks the connections lb1
+// never heard of: the fail-back drill can fail.
+func TestGuestFailbackWithoutResyncBreaksNewConnections(t *testing.T) {
+	brokenA, brokenB := failback(t, drillOptions{Sync: true, Relay: true, Resync: false, OnceOnly: true})
+	t.Logf("fail back without resync: %d + %d of %d connections broken", brokenA, brokenB, 4*drillConns)
+	if brokenB == 0 {
+		t.Errorf("no connection opened during lb1's absence broke without resync: the drill proves nothing")
+	}
+}
+
+// failback runs the fail-back drill and returns how many connections of
+// each set broke.
+func failback(t *testing.T, o drillOptions) (brokenA, brokenB int64) {
+	d := newDrill(t, o)
+	trA, broken := d.failover(o)
+	if broken != 0 {
+		t.Fatalf("%d connections broke in the failover:\n%s", broken, trA.summary())
+	}
+	trB := d.open("192.0.2.50:80", "192.0.2.50:8080")
+	time.Sleep(2 * time.Second)
+	if n := trB.broken.Load(); n != 0 {
+		t.Fatalf("%d new connections through lb2 broke:\n%s", n, trB.summary())
+	}
+	for _, l := range d.lb1.h.Links() {
+		if err := l.Plug(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backups := d.lb2.count("to=BACKUP")
+	d.lb1.start()
+	if o.Resync {
+		d.lb1.waitLog("full resync received", 1)
+	}
+	d.lb1.waitLog("to=MASTER", 1)
+	d.lb2.waitLog("to=BACKUP", backups+1)
+	out := string(d.lb1.proc.Output())
+	if o.Resync {
+		line := out[strings.Index(out, "full resync received"):]
+		line = line[:strings.IndexByte(line, '\n')]
+		t.Logf("lb1: %s", line)
+		var conns int
+		if i := strings.Index(line, "conns="); i >= 0 {
+			fmt.Sscan(line[i+len("conns="):], &conns)
+		}
+		if conns < 4*drillConns {
+			t.Errorf("the resync carried %d entries, want at least the %d connections", conns, 4*drillConns)
+		}
+		if i, j := strings.Index(out, "full resync received"), strings.Index(out, "to=MASTER"); i > j {
+			t.Errorf("lb1 became master before the resync arrived")
+		}
+	}
+	time.Sleep(drillDeadline + 2*time.Second)
+	t.Logf("opened before the failover: %d broken; during lb1's absence: %d broken\n%s\n%s", trA.broken.Load(), trB.broken.Load(), trA.summary(), trB.summary())
+	return trA.broken.Load(), trB.broken.Load()
 }

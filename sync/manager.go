@@ -3,6 +3,7 @@ package sync
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 
 	"github.com/directord/directord/internal/config"
 	"github.com/directord/directord/ipvs"
@@ -18,7 +19,15 @@ type Config struct {
 	Follow bool
 	// StateDir keeps the list of daemons directord started.
 	StateDir string
-	Log      *slog.Logger
+	// Relay, if set, carries the sync datagrams over authenticated
+	// unicast.
+	Relay *RelayConfig
+	// ResyncOnBackup asks the peer for its whole table when the followed
+	// instance enters BACKUP, and answers the peer's requests while
+	// master. It needs the relay: the request and the table travel over
+	// it.
+	ResyncOnBackup bool
+	Log            *slog.Logger
 }
 
 // ConfigFrom translates a validated sync section.
@@ -32,8 +41,16 @@ func ConfigFrom(s *config.Sync, stateDir string) Config {
 			Port:      uint16(s.Port),
 			TTL:       uint8(s.TTL),
 		},
-		Follow:   s.Follow != "",
-		StateDir: stateDir,
+		Follow:         s.Follow != "",
+		StateDir:       stateDir,
+		ResyncOnBackup: s.ResyncOnBackup,
+	}
+	if r := s.Relay; r != nil {
+		c.Relay = &RelayConfig{
+			Listen:  netip.AddrPortFrom(r.Listen.Addr, uint16(r.Listen.Port)),
+			Peer:    netip.AddrPortFrom(r.Peer.Addr, uint16(r.Peer.Port)),
+			KeyFile: r.KeyFile,
+		}
 	}
 	return c
 }
@@ -45,6 +62,7 @@ type Manager struct {
 	cfg     Config
 	log     *slog.Logger
 	daemons *Daemons
+	relay   *Relay
 	master  bool
 	started bool
 }
@@ -73,7 +91,22 @@ func (m *Manager) role() Role {
 // SetMaster or Retry.
 func (m *Manager) Start(master bool) error {
 	m.master, m.started = master, true
-	return m.daemons.Set(m.role())
+	var errs []error
+	if m.cfg.Relay != nil {
+		r, err := NewRelay(*m.cfg.Relay, m.cfg.Daemon, m.cfg.ResyncOnBackup, m.log)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			m.relay = r
+			r.SetMaster(master || !m.cfg.Follow)
+			r.Start()
+			m.log.Info("sync relay running", "listen", m.cfg.Relay.Listen.String(), "peer", m.cfg.Relay.Peer.String())
+		}
+	} else if m.cfg.ResyncOnBackup && m.cfg.Follow {
+		m.log.Info("resync_on_backup needs sync.relay: without it a recovering backup learns only the connections that change or refresh")
+	}
+	errs = append(errs, m.daemons.Set(m.role()))
+	return errors.Join(errs...)
 }
 
 // SetMaster switches the daemons when the followed instance becomes MASTER
@@ -83,7 +116,21 @@ func (m *Manager) SetMaster(master bool) error {
 		return errors.New("sync not started")
 	}
 	m.master = master
+	if m.relay != nil {
+		m.relay.SetMaster(master || !m.cfg.Follow)
+	}
 	return m.daemons.Set(m.role())
+}
+
+// EnteredBackup asks the peer for its whole table (resync_on_backup) when
+// the followed instance has just entered BACKUP: the peer is, or is about
+// to be, master, and this director may have missed connections while it
+// was away.
+func (m *Manager) EnteredBackup() {
+	if m.relay != nil && m.cfg.Follow {
+		m.log.Info("asking the peer for a full resync")
+		m.relay.RequestResync()
+	}
 }
 
 // Retry applies the current role again, after a failure or to restart a
@@ -101,20 +148,37 @@ func (m *Manager) Stop() error {
 		return nil
 	}
 	m.started = false
+	m.closeRelay()
 	return m.daemons.Stop()
+}
+
+func (m *Manager) closeRelay() {
+	if m.relay != nil {
+		m.relay.Close()
+		m.relay = nil
+	}
 }
 
 // Status is the sync state for status output and metrics.
 type Status struct {
 	Daemons DaemonsStatus
+	// Relay is nil without a relay.
+	Relay *RelayStats
 }
 
 // Status reports what runs.
 func (m *Manager) Status() Status {
-	return Status{Daemons: m.daemons.Status()}
+	st := Status{Daemons: m.daemons.Status()}
+	if m.relay != nil {
+		rs := m.relay.Stats()
+		st.Relay = &rs
+	}
+	return st
 }
 
-// Close releases what the Manager runs in directord (nothing yet besides
-// the daemons) without stopping the kernel daemons, for a successor
-// Manager that takes them over.
-func (m *Manager) Close() { m.started = false }
+// Close stops the relay but leaves the kernel daemons running, for a
+// successor Manager (a reload) that takes them over.
+func (m *Manager) Close() {
+	m.started = false
+	m.closeRelay()
+}

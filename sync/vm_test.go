@@ -13,10 +13,15 @@ import (
 // TestVM runs this package's guest tests (the kernel's sync daemons, its
 // datagrams, directord failing over with live connections) in one VM boot.
 // With -update, the golden datagrams the guest captures are written to
-// testdata.
+// testdata. DIRECTORD_SYNC_GUEST_RUN narrows the guest tests run (a
+// -test.run pattern), for working on one of them.
 func TestVM(t *testing.T) {
 	var golden []string
-	vmtest.Run(t, vmtest.Options{Run: "^TestGuest", Binaries: []string{"./cmd/directord"}, Env: guestEnv(),
+	guestRun := "^TestGuest"
+	if v := os.Getenv("DIRECTORD_SYNC_GUEST_RUN"); v != "" {
+		guestRun = v
+	}
+	vmtest.Run(t, vmtest.Options{Run: guestRun, Binaries: []string{"./cmd/directord"}, Env: guestEnv(),
 		Console: func(line string) {
 			if i := strings.Index(line, "SYNC-GOLDEN "); i >= 0 {
 				golden = append(golden, line[i+len("SYNC-GOLDEN "):])

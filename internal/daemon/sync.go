@@ -71,6 +71,9 @@ func (d *Daemon) syncTransition(tr vrrp.Transition) {
 	if tr.Instance == s.cfg.Follow {
 		s.master = tr.To == vrrp.StateMaster
 		err = s.m.SetMaster(s.master)
+		if tr.To == vrrp.StateBackup && s.cfg.ResyncOnBackup {
+			s.m.EnteredBackup()
+		}
 	} else {
 		err = s.m.Retry()
 	}
