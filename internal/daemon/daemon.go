@@ -30,8 +30,8 @@ func Unsupported(cfg *config.Config) config.Errors {
 	add := func(path, what string) {
 		errs = append(errs, cfg.ErrorAt(path, "not supported yet: this build of directord cannot run "+what))
 	}
-	if cfg.Sync != nil && cfg.Sync.Relay != nil {
-		add("sync.relay", "the sync relay")
+	if cfg.Sync != nil && cfg.Sync.Relay != nil && cfg.Sync.Group.Is6() {
+		add("sync.relay", "a relay for an IPv6 sync group")
 	}
 	if cfg.Node.MetricsAddress != "" {
 		add("node.metrics_address", "the metrics listener")
