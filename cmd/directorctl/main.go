@@ -70,9 +70,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if name == "import-keepalived" {
 		return importKeepalived(fs.Args()[1:], fs.Lookup("json").Value.String() == "true", stdout, stderr)
 	}
+	socket, asJSON := fs.Lookup("s").Value.String(), fs.Lookup("json").Value.String() == "true"
+	switch name {
+	case "status", "ipvs", "health", "events", "reload":
+		return socketCommand(name, fs.Args()[1:], socket, asJSON, stdout, stderr)
+	}
 	for _, c := range commands {
 		if c.name == name {
-			fmt.Fprintf(stderr, "directorctl: %s: not supported yet: this build of directord serves no control socket\n", name)
+			fmt.Fprintf(stderr, "directorctl: %s: not supported yet\n", name)
 			return exitFail
 		}
 	}

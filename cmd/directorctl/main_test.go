@@ -28,7 +28,9 @@ func TestExitCodes(t *testing.T) {
 		{nil, exitUsage, "Usage:"},
 		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
 		{[]string{"--bogus"}, exitUsage, "flag provided but not defined"},
-		{[]string{"-s", "/tmp/x.sock", "--json", "status"}, exitFail, "status: not supported yet"},
+		{[]string{"-s", "/nonexistent/x.sock", "--json", "status"}, exitFail, "cannot reach directord at /nonexistent/x.sock"},
+		{[]string{"-s", "/nonexistent/x.sock", "status", "extra"}, exitUsage, `unexpected argument "extra"`},
+		{[]string{"drill", "VI_1"}, exitFail, "drill: not supported yet"},
 	} {
 		var errOut bytes.Buffer
 		if rc := run(tt.args, io.Discard, &errOut); rc != tt.rc || !strings.Contains(errOut.String(), tt.err) {

@@ -11,11 +11,15 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/directord/directord/healthcheck"
 	"github.com/directord/directord/internal/config"
+	"github.com/directord/directord/internal/control"
+	"github.com/directord/directord/internal/sdnotify"
 	"github.com/directord/directord/ipvs"
 	"github.com/directord/directord/vip"
 	"github.com/directord/directord/vrrp"
@@ -73,6 +77,16 @@ type Daemon struct {
 	// history holds each instance's last transitions, oldest first.
 	history map[string][]vrrp.Transition
 	syncRun *syncRun // nil without a sync section (sync.go)
+
+	// What the control socket reads (control.go): the running
+	// configuration, and under histMu the history and when each check
+	// last changed.
+	running    atomic.Pointer[config.Config]
+	histMu     sync.Mutex
+	checkSince map[string]time.Time
+	ctl        *control.Server
+	ctlReload  chan chan<- error
+	events     control.Broker
 }
 
 // New prepares a daemon for cfg. It removes virtual addresses and IPVS
@@ -80,7 +94,18 @@ type Daemon struct {
 // so a restarted node never answers for an address it does not own, and
 // installs the IPVS table: every director keeps it, master or not.
 func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daemon, error) {
-	d := &Daemon{log: log, load: load, opts: opts, cfg: cfg, health: health{}, vrrpEvents: make(chan vrrp.Transition, 1024), history: map[string][]vrrp.Transition{}}
+	d := &Daemon{log: log, load: load, opts: opts, cfg: cfg, health: health{}, vrrpEvents: make(chan vrrp.Transition, 1024),
+		history: map[string][]vrrp.Transition{}, checkSince: map[string]time.Time{}, ctlReload: make(chan chan<- error)}
+	d.running.Store(cfg)
+	if err := d.startControl(); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			d.stopControl()
+		}
+	}()
 	d.checks = healthcheck.NewScheduler(healthcheck.NewChecker, log)
 	if err := d.checks.Update(checkSpecs(cfg)); err != nil {
 		return nil, err
@@ -103,6 +128,7 @@ func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daem
 		d.closeIPVS()
 		return nil, err
 	}
+	ok = true
 	return d, nil
 }
 
@@ -170,16 +196,29 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 	defer stopChecks()
 	transitions := d.checks.Start(checksCtx)
 	d.reportQuorum()
+	go d.ctl.Serve()
+	d.notify(sdnotify.Ready(d.readyStatus()))
+	var watchdog <-chan time.Time
+	if iv := sdnotify.WatchdogInterval(); iv > 0 {
+		// Pinged from this loop: a loop that hangs stops the pings, and
+		// systemd restarts the daemon.
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		watchdog = t.C
+	}
 	resync := time.NewTicker(d.cfg.IPVS.ResyncInterval)
 	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			d.log.Info("directord stopping", "node", d.cfg.Node.Name)
+			d.notify(sdnotify.Stopping())
 			stopEngine()
 			err := <-engineDone
+			d.stopControl()
 			return errors.Join(err, d.stopSync(), d.vips.Close(), d.stopIPVS())
 		case err := <-engineDone:
+			d.stopControl()
 			d.stopSync()
 			d.vips.Close()
 			d.closeIPVS()
@@ -202,11 +241,16 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 				}
 			}
 		case reply := <-reload:
-			err := d.Reload()
+			err := d.reloadNotified()
 			if reply != nil {
 				reply <- err
 			}
 			resync.Reset(d.cfg.IPVS.ResyncInterval)
+		case reply := <-d.ctlReload:
+			reply <- d.reloadNotified()
+			resync.Reset(d.cfg.IPVS.ResyncInterval)
+		case <-watchdog:
+			d.notify(sdnotify.Watchdog())
 		}
 	}
 }
@@ -224,6 +268,11 @@ func (d *Daemon) realChanged(first healthcheck.Transition, more []healthcheck.Tr
 		}
 		d.log.Info("real server "+state, "check", tr.ID, "reason", tr.Reason)
 		d.health[tr.ID] = tr
+		d.histMu.Lock()
+		d.checkSince[tr.ID] = tr.At
+		d.histMu.Unlock()
+		up := tr.Up
+		d.events.Publish(control.Event{At: tr.At, Kind: "health", Check: tr.ID, Up: &up, Reason: tr.Reason})
 	}
 	if d.ipvs != nil {
 		if _, err := d.ipvs.Apply(ipvs.Desired(d.cfg, d.health)); err != nil {
@@ -268,11 +317,14 @@ func (d *Daemon) onTransition(tr vrrp.Transition) {
 // vrrpChanged runs on the daemon's loop for every VRRP transition, in
 // order.
 func (d *Daemon) vrrpChanged(tr vrrp.Transition) {
+	d.histMu.Lock()
 	h := append(d.history[tr.Instance], tr)
 	if len(h) > historyLen {
 		h = slices.Delete(h, 0, len(h)-historyLen)
 	}
 	d.history[tr.Instance] = h
+	d.histMu.Unlock()
+	d.events.Publish(control.Event{At: tr.At, Kind: "vrrp", Instance: tr.Instance, From: tr.From.String(), To: tr.To.String(), Priority: int(tr.Priority), Reason: tr.Reason})
 	d.syncTransition(tr)
 }
 
@@ -325,6 +377,7 @@ func (d *Daemon) Reload() error {
 			d.log.Error("reload rejected", "error", err)
 		}
 		d.log.Warn("reload failed; still running the previous configuration", "config", d.cfg.File)
+		d.events.Publish(control.Event{At: time.Now(), Kind: "reload", Reason: "rejected: " + firstLine(err)})
 		return err
 	}
 	for _, w := range cfg.Warnings() {
@@ -332,6 +385,10 @@ func (d *Daemon) Reload() error {
 	}
 	old := d.cfg
 	d.cfg = cfg
+	d.running.Store(cfg)
+	if cfg.Node.ControlSocket != old.Node.ControlSocket {
+		d.moveControl()
+	}
 	d.health.prune(checkSpecs(cfg))
 	d.reloadSync(old)
 	if d.ipvs != nil && !reflect.DeepEqual(cfg.IPVS, old.IPVS) {
@@ -342,5 +399,32 @@ func (d *Daemon) Reload() error {
 		d.reportQuorum()
 	}
 	d.log.Info("configuration reloaded", "config", cfg.File)
+	d.events.Publish(control.Event{At: time.Now(), Kind: "reload", Reason: "configuration reloaded"})
 	return nil
+}
+
+// reloadNotified is Reload between RELOADING=1 and READY=1 to systemd.
+func (d *Daemon) reloadNotified() error {
+	d.notify(sdnotify.Reloading())
+	err := d.Reload()
+	d.notify(sdnotify.Ready(d.readyStatus()))
+	return err
+}
+
+func (d *Daemon) readyStatus() string {
+	return fmt.Sprintf("%d VRRP instances, %d virtual services, %d health checks",
+		len(d.cfg.VRRP.Instances), len(d.cfg.IPVS.VirtualServices), len(checkSpecs(d.cfg)))
+}
+
+// notify logs a failed notification to systemd; the daemon goes on.
+func (d *Daemon) notify(err error) {
+	if err != nil {
+		d.log.Warn("cannot notify systemd", "error", err)
+	}
+}
+
+// firstLine is err's first line, for an event.
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
 }
