@@ -106,7 +106,9 @@ func (p probe) bound(ctx context.Context) (context.Context, context.CancelFunc, 
 }
 
 func (p probe) dialer(network string) *net.Dialer {
-	d := &net.Dialer{}
+	// No TCP keepalive: a probe's connection lives for one exchange, and
+	// its setsockopt calls would cost more than the rest of a tcp probe.
+	d := &net.Dialer{KeepAlive: -1}
 	if p.spec.Source.IsValid() {
 		src := netip.AddrPortFrom(p.spec.Source, 0)
 		if network == "udp" {

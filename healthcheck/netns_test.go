@@ -27,12 +27,18 @@ import (
 // process inside the director's namespace (probes dial from the checkers'
 // own goroutines, which a test cannot pin to a namespace); the servers live
 // in another namespace. The helper prints one "EVENT {json}" per transition.
-var checkHelper = flag.String("hc.helper", "", "internal: run the check scheduler on this JSON list of specs")
+var (
+	checkHelper = flag.String("hc.helper", "", "internal: run the check scheduler on this JSON list of specs")
+	benchHelper = flag.Int("hc.bench", 0, "internal: run this many benchmark checks (bench_test.go)")
+)
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if *checkHelper != "" {
 		os.Exit(runCheckHelper(*checkHelper))
+	}
+	if *benchHelper > 0 {
+		os.Exit(runBenchHelper(*benchHelper))
 	}
 	os.Exit(m.Run())
 }

@@ -47,6 +47,11 @@ func newDirectorOn(t *testing.T, lab *netlab.Lab, name, hostAddr string) *direct
 	if err := h.Netlink().LinkSetUp(dummy); err != nil {
 		t.Fatal(err)
 	}
+	return directorOn(t, h)
+}
+
+// directorOn makes h a director host.
+func directorOn(t *testing.T, h *netlab.Host) *director {
 	dir := t.TempDir()
 	d := &director{t: t, h: h, cfg: filepath.Join(dir, "directord.yaml"), state: filepath.Join(dir, "state")}
 	// Registered after t.TempDir: stops directord before its state dir goes.
