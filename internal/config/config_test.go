@@ -105,7 +105,8 @@ func TestDefaults(t *testing.T) {
 		"ipvs:\n  virtual_services:\n    - name: web\n      address: 192.0.2.50:80\n      real_servers:\n        - address: 198.51.100.11\n"+
 		"sync:\n  interface: eth1\n")
 	host, _ := os.Hostname()
-	if n := cfg.Node; n.Name != host || n.ControlSocket != "/run/directord/directord.sock" || n.StateDir != "/run/directord" || n.Log != (Log{"info", "text"}) {
+	if n := cfg.Node; n.Name != host || n.ControlSocket != "/run/directord/directord.sock" || n.StateDir != "/run/directord" || n.Log != (Log{"info", "text"}) ||
+		n.VRRPRTPriority != 10 || !n.LockMemory {
 		t.Errorf("node defaults: %+v", n)
 	}
 	in := cfg.VRRP.Instances[0]
@@ -177,6 +178,11 @@ func TestRules(t *testing.T) {
 		{"log level", "node:\n  log: {level: verbose, format: xml}\n", []string{
 			`2:9: node.log.level: "verbose" is not one of debug, info, warn, error`,
 			`2:25: node.log.format: "xml" is not one of text, json`}},
+		{"vrrp_rt_priority range", "node:\n  vrrp_rt_priority: 50\n", []string{
+			`2:3: node.vrrp_rt_priority: 50 is out of range 0..49 (0 = no real-time scheduling;`}},
+		{"vrrp_rt_priority negative", "node:\n  vrrp_rt_priority: -1\n", []string{`2:3: node.vrrp_rt_priority: -1 is out of range 0..49`}},
+		{"vrrp_rt_priority integer", "node:\n  vrrp_rt_priority: high\n", []string{`2:3: node.vrrp_rt_priority: expected an integer, got "high"`}},
+		{"lock_memory bool", "node:\n  lock_memory: sometimes\n", []string{`2:3: node.lock_memory: expected true or false, got "sometimes"`}},
 
 		// VRRP instances.
 		{"name and interface required", "vrrp:\n  instances:\n    - vrid: 1\n      virtual_addresses: [192.0.2.50]\n", []string{
@@ -365,6 +371,8 @@ func TestValidVariants(t *testing.T) {
 		"persistent all-port service":                   service("      address: 192.0.2.50:0\n      persistence: {timeout: 300s, netmask: 255.255.255.0}\n      real_servers:\n        - {address: 198.51.100.11}\n      check: {port: 80}\n"),
 		"udp one-packet with hex payload":               service("      address: 192.0.2.50:53\n      protocol: udp\n      one_packet: true\n      check: {type: udp, send: '0xdeadbeef', expect: pong}\n"),
 		"null sections keep defaults":                   "node:\nvrrp:\nipvs:\n",
+		"real-time off, memory unlocked":                "node:\n  vrrp_rt_priority: 0\n  lock_memory: false\n",
+		"highest real-time priority allowed":            "node:\n  vrrp_rt_priority: 49\n",
 	}
 	for name, src := range tests {
 		t.Run(name, func(t *testing.T) { mustParse(t, src) })

@@ -57,12 +57,28 @@ type Node struct {
 	StateDir       string `yaml:"state_dir"`
 	MetricsAddress string `yaml:"metrics_address"`
 	Log            Log    `yaml:"log"`
+	// VRRPRTPriority is the SCHED_FIFO priority of the thread that runs
+	// the VRRP timers and reads the adverts (keepalived's
+	// vrrp_rt_priority); 0 leaves it to the normal scheduler.
+	VRRPRTPriority int `yaml:"vrrp_rt_priority"`
+	// LockMemory locks the daemon's memory (mlockall), so a page fault
+	// cannot delay an advert.
+	LockMemory bool `yaml:"lock_memory"`
 }
+
+// DefaultVRRPRTPriority is modest: above every normal process, below the
+// kernel's threaded interrupt handlers (50) that carry the adverts.
+const DefaultVRRPRTPriority = 10
+
+// MaxVRRPRTPriority keeps the VRRP thread below those handlers.
+const MaxVRRPRTPriority = 49
 
 func (n *Node) setDefaults() {
 	n.Name, _ = os.Hostname()
 	n.ControlSocket = "/run/directord/directord.sock"
 	n.StateDir = "/run/directord"
+	n.VRRPRTPriority = DefaultVRRPRTPriority
+	n.LockMemory = true
 }
 
 // Log selects the log level and format.

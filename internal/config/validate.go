@@ -197,6 +197,9 @@ func (x *v) node() {
 	}
 	x.oneOf("node.log.level", n.Log.Level, []string{"debug", "info", "warn", "error"})
 	x.oneOf("node.log.format", n.Log.Format, []string{"text", "json"})
+	if n.VRRPRTPriority < 0 || n.VRRPRTPriority > MaxVRRPRTPriority {
+		x.errf("node.vrrp_rt_priority", "%d is out of range 0..%d (0 = no real-time scheduling; above %d the VRRP thread would starve the interrupt threads that carry its adverts)", n.VRRPRTPriority, MaxVRRPRTPriority, MaxVRRPRTPriority)
+	}
 }
 
 func (x *v) scripts() map[string]int {
