@@ -2,11 +2,11 @@ package vrrp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -61,6 +61,22 @@ type InstanceStats struct {
 	FaultReason   string
 	LastReason    string
 	LastChangedAt time.Time
+	// MaxTimerLateness is the longest an expired timer of this instance
+	// (Master_Down_Timer as backup, Adver_Timer as master) has waited for
+	// the engine since start: how far scheduling delays came to eating the
+	// margin between Master_Down_Interval and a spurious takeover.
+	MaxTimerLateness time.Duration
+}
+
+// Scheduling says how the VRRP timing thread runs.
+type Scheduling struct {
+	// RealtimePriority is the SCHED_FIFO priority in effect; 0 if the
+	// thread runs under the normal scheduler.
+	RealtimePriority int
+	// MemoryLocked reports whether mlockall succeeded.
+	MemoryLocked bool
+	// Problems lists what was asked for and refused, for status output.
+	Problems []string
 }
 
 // Engine runs the VRRP instances of one node: one goroutine owns every
@@ -77,22 +93,29 @@ type Engine struct {
 	vipAddrs map[netip.Addr]bool
 
 	trans [2]*transport // IPv4, IPv6
-	rx    chan received
 	svc   chan serviceState
-	rxBuf sync.Pool
+	// wakeFD is an eventfd in the loop's poll set: whatever sends the loop
+	// work on a channel writes it so the loop looks.
+	wakeFD int
+	pfds   [3]unix.PollFd // IPv4 socket, IPv6 socket, wakeFD
+	rxBuf  [4096]byte
 
 	drops [maxDropReasons]atomic.Uint64
 	// rxAdvert is reused for every received advert: the receive path runs
 	// every interval for as long as the node does, and must not allocate.
 	rxAdvert Advert
-	// inflight counts datagrams a reader has taken off a socket but not
-	// yet handed to the loop: drain must wait for those too.
-	inflight atomic.Int32
 
+	// mu guards stats and sched. The loop only ever TryLocks it: a reader
+	// of Stats preempted while holding it must not stall a real-time loop.
 	mu    sync.Mutex
 	stats []InstanceStats
+	sched Scheduling
+	dirty bool // stats not yet published
 
 	wg sync.WaitGroup // notify hooks
+
+	rtPrio  int
+	lockMem bool
 }
 
 // maxDropReasons bounds the DropReason values counted.
@@ -135,6 +158,9 @@ type instance struct {
 	vipsHeld   bool
 	peers      []netip.Addr
 	sent, recv atomic.Uint64
+	// late is the largest timer lateness seen, in nanoseconds.
+	late       atomic.Int64
+	lateLogged int64 // the maximum last logged
 	changes    uint64
 	lastReason string
 	lastAt     time.Time
@@ -155,10 +181,11 @@ func NewEngine(cfg *config.Config, opts EngineOptions) (*Engine, error) {
 		byRouter: map[routerKey]*instance{},
 		groups:   map[string][]*instance{},
 		vipAddrs: map[netip.Addr]bool{},
-		rx:       make(chan received, 256),
 		svc:      make(chan serviceState, 64),
+		wakeFD:   -1,
+		rtPrio:   cfg.Node.VRRPRTPriority,
+		lockMem:  cfg.Node.LockMemory,
 	}
-	e.rxBuf.New = func() any { b := make([]byte, 4096); return &b }
 
 	var specs []ScriptSpec
 	for i, s := range cfg.VRRP.Scripts {
@@ -228,13 +255,39 @@ func NewEngine(cfg *config.Config, opts EngineOptions) (*Engine, error) {
 // IPVS quorum). Safe from any goroutine.
 func (e *Engine) SetService(name string, up bool) {
 	e.svc <- serviceState{name, up}
+	e.wake()
 }
 
-// Stats returns a snapshot of every instance.
+// Stats returns a snapshot of every instance. The counters and the timer
+// lateness are read as they are now; the rest as the loop last published it.
 func (e *Engine) Stats() []InstanceStats {
 	e.mu.Lock()
+	out := slices.Clone(e.stats)
+	e.mu.Unlock()
+	for i, in := range e.insts {
+		out[i].AdvertsSent, out[i].AdvertsRecv = in.sent.Load(), in.recv.Load()
+		out[i].MaxTimerLateness = time.Duration(in.late.Load())
+	}
+	return out
+}
+
+// Scheduling reports how the VRRP timing thread runs (once Run started it).
+func (e *Engine) Scheduling() Scheduling {
+	e.mu.Lock()
 	defer e.mu.Unlock()
-	return slices.Clone(e.stats)
+	s := e.sched
+	s.Problems = slices.Clone(s.Problems)
+	return s
+}
+
+// wakeOne is the eventfd increment; read-only, shared by every writer.
+var wakeOne = [8]byte{1}
+
+// wake makes the loop look at its channels. Safe from any goroutine.
+func (e *Engine) wake() {
+	if e.wakeFD >= 0 {
+		_, _ = unix.Write(e.wakeFD, wakeOne[:])
+	}
 }
 
 // Drops returns how many received adverts were discarded, by reason.
@@ -250,11 +303,37 @@ func (e *Engine) Drops() map[DropReason]uint64 {
 
 // Run runs the instances until ctx is done, then shuts them down the RFC
 // way: a master sends priority 0, then releases its addresses.
+//
+// Everything VRRP timing depends on runs in one goroutine locked to its own
+// OS thread, real-time (SCHED_FIFO at node.vrrp_rt_priority) where the
+// system permits: it waits in ppoll on the VRRP sockets with the earliest
+// timer as timeout, reads the adverts itself and sends its own. A loaded
+// machine therefore delays neither the reception of the master's adverts
+// nor a master's next advert, and the Go scheduler, the network poller and
+// the garbage collector stay off that path (it does not allocate).
 func (e *Engine) Run(ctx context.Context) error {
 	if len(e.insts) == 0 {
 		<-ctx.Done()
 		return nil
 	}
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("VRRP engine: eventfd: %w", err)
+	}
+	e.wakeFD = wfd
+	for i := range e.pfds {
+		e.pfds[i] = unix.PollFd{Fd: -1, Events: unix.POLLIN}
+	}
+	e.pfds[2].Fd = int32(wfd)
+	defer func() {
+		for _, t := range e.trans {
+			if t != nil {
+				t.close()
+			}
+		}
+		e.wakeFD = -1
+		unix.Close(wfd)
+	}()
 	for _, in := range e.insts {
 		fam := 0
 		if in.v6 {
@@ -266,21 +345,34 @@ func (e *Engine) Run(ctx context.Context) error {
 				return err
 			}
 			e.trans[fam] = t
-			go e.read(t)
+			e.pfds[fam].Fd = int32(t.fd)
 		}
 	}
-	defer func() {
-		for _, t := range e.trans {
-			if t != nil {
-				t.close()
-			}
-		}
-	}()
+	e.lockMemory()
 
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread may be real-time, and it ends with
+		// this goroutine instead of going back to the runtime's pool.
+		runtime.LockOSThread()
+		e.realtime()
+		done <- e.loop(ctx)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		e.wake()
+		return <-done
+	}
+}
+
+// loop is the engine's timing loop; see Run.
+func (e *Engine) loop(ctx context.Context) error {
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	defer stopLoop()
 	links := e.watchLinks(loopCtx)
-	scripts := e.scripts.Start(loopCtx)
+	scripts := e.forwardScripts(e.scripts.Start(loopCtx))
 
 	now := time.Now()
 	for _, in := range e.insts {
@@ -293,16 +385,17 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.apply(in, now, in.m.Handle(now, Event{Kind: EvStartup}))
 		}
 	}
+	e.dirty = true
 	e.publish()
 
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	nextTick := now.Add(time.Second)
 	for {
-		e.arm(timer)
-		select {
-		case <-ctx.Done():
+		next := e.nextDeadline()
+		if next.IsZero() || nextTick.Before(next) {
+			next = nextTick
+		}
+		woke := e.poll(next)
+		if ctx.Err() != nil {
 			e.shutdown()
 			stopLoop()
 			if scripts != nil {
@@ -310,54 +403,81 @@ func (e *Engine) Run(ctx context.Context) error {
 				}
 			}
 			e.waitHooks(5 * time.Second)
+			e.dirty = true
+			e.publish()
 			return nil
-		case r := <-e.rx:
-			e.handle(r)
-		case <-timer.C:
-			e.timeouts()
-		case u := <-links:
-			e.handleLink(u)
-		case s, ok := <-scripts:
-			if !ok {
-				// Closed (no scripts configured): a nil channel is never
-				// ready, so the loop does not spin on it.
-				scripts = nil
-				continue
-			}
-			e.handleScript(s)
-		case s := <-e.svc:
-			e.handleService(s)
-		case <-tick.C:
+		}
+		e.noteLateness(woke)
+		// Every advert already queued is processed before any timer is
+		// acted on: after a stall (the thread descheduled, SIGSTOP, a
+		// paused VM) the expired Master_Down_Timer and the adverts that
+		// arrived meanwhile are seen together, and the adverts must win.
+		e.receive()
+		e.events(links, &scripts)
+		e.timeouts()
+		if now := time.Now(); !now.Before(nextTick) {
 			e.periodic()
+			e.dirty = true
+			nextTick = now.Add(time.Second)
 		}
 		e.publish()
 	}
 }
 
-func (e *Engine) read(t *transport) {
+// poll waits until next, a datagram or a wake-up, and returns when it woke.
+func (e *Engine) poll(next time.Time) time.Time {
+	ts := unix.NsecToTimespec(max(int64(time.Until(next)), 0))
+	_, err := unix.Ppoll(e.pfds[:], &ts, nil)
+	woke := time.Now()
+	if err != nil && err != unix.EINTR {
+		e.log.Error("VRRP engine: poll failed", "error", err)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e.pfds[2].Revents != 0 {
+		var b [8]byte
+		_, _ = unix.Read(e.wakeFD, b[:])
+	}
+	return woke
+}
+
+// events handles what other goroutines sent the loop, without waiting.
+func (e *Engine) events(links <-chan netlink.LinkUpdate, scripts *<-chan ScriptResult) {
 	for {
-		bp := e.rxBuf.Get().(*[]byte)
-		r, err := t.read(*bp)
-		r.buf = bp
-		if err == nil {
-			e.inflight.Add(1)
-		}
-		if err != nil {
-			e.rxBuf.Put(bp)
-			if errors.Is(err, net.ErrClosed) {
-				return
+		select {
+		case u := <-links:
+			e.handleLink(u)
+		case s, ok := <-*scripts:
+			if !ok {
+				// Closed (scripts done): a nil channel is never ready.
+				*scripts = nil
+				continue
 			}
-			e.log.Error("VRRP socket read failed", "error", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
+			e.handleScript(s)
+		case s := <-e.svc:
+			e.handleService(s)
+		default:
+			return
 		}
-		e.rx <- r
-		e.inflight.Add(-1)
+		e.dirty = true
 	}
 }
 
-// arm sets the timer to the earliest deadline of all machines.
-func (e *Engine) arm(t *time.Timer) {
+// forwardScripts relays tracked-script results to the loop, waking it.
+// The returned channel closes when in does.
+func (e *Engine) forwardScripts(in <-chan ScriptResult) <-chan ScriptResult {
+	out := make(chan ScriptResult, 64)
+	go func() {
+		defer close(out)
+		for s := range in {
+			out <- s
+			e.wake()
+		}
+	}()
+	return out
+}
+
+// nextDeadline is the earliest deadline of all machines (zero: none).
+func (e *Engine) nextDeadline() time.Time {
 	var next time.Time
 	for _, in := range e.insts {
 		if in.m == nil {
@@ -367,25 +487,58 @@ func (e *Engine) arm(t *time.Timer) {
 			next = d
 		}
 	}
-	d := time.Hour
-	if !next.IsZero() {
-		d = max(time.Until(next), 0)
-	}
-	if !t.Stop() {
-		select {
-		case <-t.C:
-		default:
-		}
-	}
-	t.Reset(d)
+	return next
 }
 
-// timeouts fires the machines whose deadline passed. A backup's master-down
-// timer is only acted on after every advert that arrived meanwhile has been
-// processed: after a stall the timer and the queued adverts become ready
-// together, and the adverts must win.
+// noteLateness records, per instance, how long after its deadline the
+// loop woke up for an expired timer.
+func (e *Engine) noteLateness(woke time.Time) {
+	for _, in := range e.insts {
+		if in.m == nil {
+			continue
+		}
+		d := in.m.Deadline()
+		if d.IsZero() || woke.Before(d) {
+			continue
+		}
+		if late := int64(woke.Sub(d)); late > in.late.Load() {
+			in.late.Store(late)
+			if late >= int64(time.Millisecond) && late >= 2*in.lateLogged {
+				// Rare (each time the maximum doubles): a log line
+				// allocates, the common path does not.
+				in.lateLogged = late
+				e.log.Info("VRRP timer late (new maximum)", "instance", in.name, "state", in.m.State(), "late", time.Duration(late), "interval", in.cfg.AdvertInterval)
+			}
+		}
+	}
+}
+
+// maxReadsPerWake bounds the datagrams one wake-up reads, so that a flood
+// cannot keep the loop from its timers for ever.
+const maxReadsPerWake = 4096
+
+// receive handles every datagram queued in the VRRP sockets.
+func (e *Engine) receive() {
+	for _, t := range e.trans {
+		if t == nil {
+			continue
+		}
+		for range maxReadsPerWake {
+			r, err := t.read(e.rxBuf[:])
+			if err != nil {
+				if err != unix.EAGAIN && err != unix.EINTR {
+					e.log.Error("VRRP socket read failed", "error", err)
+				}
+				break
+			}
+			e.handle(r)
+		}
+	}
+}
+
+// timeouts fires the machines whose deadline passed. The caller has just
+// processed every advert that arrived meanwhile (receive).
 func (e *Engine) timeouts() {
-	e.drain()
 	now := time.Now()
 	for _, in := range e.insts {
 		if in.m == nil {
@@ -393,40 +546,6 @@ func (e *Engine) timeouts() {
 		}
 		if d := in.m.Deadline(); !d.IsZero() && !now.Before(d) {
 			e.apply(in, now, in.m.Handle(now, Event{Kind: EvTimeout}))
-		}
-	}
-}
-
-// drainPatience bounds how long an expired timer waits for adverts that
-// are known to be on their way (queued in a socket, or read and not yet
-// handed over): long enough for a reader starved on a loaded machine, short
-// next to Master_Down_Interval.
-const drainPatience = 100 * time.Millisecond
-
-// drain processes every received advert, including those still queued in
-// the kernel or held by a reader that has not handed them over yet.
-func (e *Engine) drain() {
-	deadline := time.Now().Add(drainPatience)
-	for {
-		select {
-		case r := <-e.rx:
-			e.handle(r)
-			continue
-		default:
-		}
-		waiting := e.inflight.Load() > 0
-		for _, t := range e.trans {
-			if t != nil && t.pending() {
-				waiting = true
-			}
-		}
-		if !waiting || time.Now().After(deadline) {
-			return
-		}
-		select {
-		case r := <-e.rx:
-			e.handle(r)
-		case <-time.After(time.Millisecond):
 		}
 	}
 }
@@ -449,7 +568,6 @@ func vridOf(b []byte) int {
 
 // handle validates one received datagram and feeds it to its instance.
 func (e *Engine) handle(r received) {
-	defer e.rxBuf.Put(r.buf)
 	if len(r.data) < 2 {
 		e.drop(DropTruncated, &r)
 		return
@@ -488,6 +606,7 @@ func (e *Engine) apply(in *instance, now time.Time, a Actions) {
 		e.send(in, a.SendPriority)
 	}
 	if a.Transition {
+		e.dirty = true
 		e.transition(in, now, a)
 	}
 	if a.Announce && e.opts.VIPs != nil {
@@ -500,9 +619,9 @@ func (e *Engine) send(in *instance, prio uint8) {
 		return
 	}
 	t := e.trans[0]
-	dsts := []netip.Addr{groupV4}
+	dsts := groupsV4[:]
 	if in.v6 {
-		t, dsts = e.trans[1], []netip.Addr{groupV6}
+		t, dsts = e.trans[1], groupsV6[:]
 	}
 	if len(in.peers) > 0 {
 		dsts = in.peers
@@ -886,6 +1005,7 @@ func (e *Engine) watchLinks(ctx context.Context) <-chan netlink.LinkUpdate {
 					}
 					select {
 					case out <- u:
+						e.wake()
 					case <-ctx.Done():
 						close(done)
 						return
@@ -898,10 +1018,24 @@ func (e *Engine) watchLinks(ctx context.Context) <-chan netlink.LinkUpdate {
 	return out
 }
 
-// publish refreshes the snapshot Stats returns.
+// publish refreshes the snapshot Stats returns, when something in it
+// changed. It never waits for the lock: if a reader holds it, the next
+// iteration of the loop tries again.
 func (e *Engine) publish() {
-	e.mu.Lock()
+	if !e.dirty {
+		// Only the loop writes e.stats, so it may read it unlocked.
+		for i, in := range e.insts {
+			if in.m != nil && (e.stats[i].State != in.m.State() || e.stats[i].Priority != in.m.Priority() || e.stats[i].Master != in.m.Master()) {
+				e.dirty = true
+				break
+			}
+		}
+	}
+	if !e.dirty || !e.mu.TryLock() {
+		return
+	}
 	defer e.mu.Unlock()
+	e.dirty = false
 	for i, in := range e.insts {
 		s := InstanceStats{Name: in.name, FaultReason: in.ownFault, AdvertsSent: in.sent.Load(), AdvertsRecv: in.recv.Load(),
 			Transitions: in.changes, LastReason: in.lastReason, LastChangedAt: in.lastAt}

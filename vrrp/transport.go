@@ -6,11 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
+	"unsafe"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,13 +21,16 @@ const (
 var (
 	groupV4 = netip.MustParseAddr("224.0.0.18")
 	groupV6 = netip.MustParseAddr("ff02::12")
+	// The destination lists of multicast adverts, built once so that
+	// sending does not allocate.
+	groupsV4 = [1]netip.Addr{groupV4}
+	groupsV6 = [1]netip.Addr{groupV6}
 )
 
-// received is one datagram read from a VRRP socket.
+// received is one datagram read from a VRRP socket. data points into the
+// engine's receive buffer and is valid until the next read.
 type received struct {
-	data []byte
-	// buf is the pooled buffer data points into, returned whole.
-	buf     *[]byte
+	data    []byte
 	src     netip.Addr
 	dst     netip.Addr
 	ifindex int
@@ -40,65 +41,86 @@ type received struct {
 // transport is one raw protocol-112 socket of one address family. Every
 // instance of that family shares it: adverts are told apart by interface
 // and VRID.
+//
+// It talks to the socket with plain sendmsg/recvmsg system calls, not
+// through the Go network poller: the engine's timing loop waits on the
+// socket itself with ppoll on its own (real-time) thread, so neither an
+// advert's arrival nor its departure waits for a goroutine of the runtime
+// to be scheduled. The message headers and control buffers live in the
+// transport, so sending and receiving do not allocate. Only the engine's
+// loop sends and receives.
 type transport struct {
-	v6  bool
-	p4  *ipv4.PacketConn
-	p6  *ipv6.PacketConn
-	raw syscall.RawConn
+	v6 bool
+	fd int
+	// hdr: received IPv4 datagrams start with the IP header (raw sockets).
+	hdr bool
+	// port is the destination port: 0 for raw sockets (tests use UDP).
+	port int
 
 	mu     sync.Mutex
 	joined map[int]bool
+
+	smsg  unix.Msghdr
+	siov  unix.Iovec
+	sname unix.RawSockaddrInet6 // large enough for either family
+	soob  [8]uint64             // aligned for a Cmsghdr
+
+	rmsg  unix.Msghdr
+	riov  unix.Iovec
+	rname unix.RawSockaddrInet6
+	roob  [16]uint64
 }
 
 func listenTransport(v6 bool) (*transport, error) {
-	t := &transport{v6: v6, joined: map[int]bool{}}
-	if !v6 {
-		c, err := net.ListenPacket("ip4:112", "0.0.0.0")
-		if err != nil {
-			return nil, fmt.Errorf("open VRRP socket (IPv4, protocol 112): %w", err)
-		}
-		p := ipv4.NewPacketConn(c)
-		err = errors.Join(
-			p.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true),
-			p.SetMulticastTTL(vrrpTTL),
-			p.SetTTL(vrrpTTL),
-			// Our own multicast adverts must not come back to us.
-			p.SetMulticastLoopback(false),
+	fam, name := unix.AF_INET, "IPv4"
+	if v6 {
+		fam, name = unix.AF_INET6, "IPv6"
+	}
+	fd, err := unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, protoVRRP)
+	if err != nil {
+		return nil, fmt.Errorf("open VRRP socket (%s, protocol 112): %w", name, err)
+	}
+	if err := setupSocket(fd, v6); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set up VRRP socket (%s): %w", name, err)
+	}
+	return newTransport(fd, v6, !v6, 0), nil
+}
+
+// setupSocket asks for the receive ancillary data the engine checks
+// (interface, destination, TTL or hop limit) and sets the TTL of sent
+// adverts to 255. Our own multicast adverts must not come back to us.
+func setupSocket(fd int, v6 bool) error {
+	if v6 {
+		return errors.Join(
+			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1),
+			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1),
+			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, vrrpTTL),
+			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, vrrpTTL),
+			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0),
 		)
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("set up VRRP socket (IPv4): %w", err)
-		}
-		t.p4 = p
-		t.raw, err = c.(*net.IPConn).SyscallConn()
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		return t, nil
 	}
-	c, err := net.ListenPacket("ip6:112", "::")
-	if err != nil {
-		return nil, fmt.Errorf("open VRRP socket (IPv6, protocol 112): %w", err)
-	}
-	p := ipv6.NewPacketConn(c)
-	err = errors.Join(
-		p.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true),
-		p.SetMulticastHopLimit(vrrpTTL),
-		p.SetHopLimit(vrrpTTL),
-		p.SetMulticastLoopback(false),
+	return errors.Join(
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1),
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVTTL, 1),
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, vrrpTTL),
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, vrrpTTL),
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0),
 	)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("set up VRRP socket (IPv6): %w", err)
-	}
-	t.p6 = p
-	t.raw, err = c.(*net.IPConn).SyscallConn()
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return t, nil
+}
+
+// newTransport wraps a socket set up by setupSocket.
+func newTransport(fd int, v6, hdr bool, port int) *transport {
+	t := &transport{v6: v6, fd: fd, hdr: hdr, port: port, joined: map[int]bool{}}
+	t.smsg.Name = (*byte)(unsafe.Pointer(&t.sname))
+	t.smsg.Iov = &t.siov
+	t.smsg.SetIovlen(1)
+	t.smsg.Control = (*byte)(unsafe.Pointer(&t.soob[0]))
+	t.rmsg.Name = (*byte)(unsafe.Pointer(&t.rname))
+	t.rmsg.Iov = &t.riov
+	t.rmsg.SetIovlen(1)
+	t.rmsg.Control = (*byte)(unsafe.Pointer(&t.roob[0]))
+	return t
 }
 
 // join subscribes to the VRRP group on an interface, once.
@@ -110,9 +132,11 @@ func (t *transport) join(ifi *net.Interface) error {
 	}
 	var err error
 	if t.v6 {
-		err = t.p6.JoinGroup(ifi, &net.IPAddr{IP: groupV6.AsSlice()})
+		mreq := unix.IPv6Mreq{Multiaddr: groupV6.As16(), Interface: uint32(ifi.Index)}
+		err = unix.SetsockoptIPv6Mreq(t.fd, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, &mreq)
 	} else {
-		err = t.p4.JoinGroup(ifi, &net.IPAddr{IP: groupV4.AsSlice()})
+		mreq := unix.IPMreqn{Multiaddr: groupV4.As4(), Ifindex: int32(ifi.Index)}
+		err = unix.SetsockoptIPMreqn(t.fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, &mreq)
 	}
 	if err != nil {
 		return fmt.Errorf("join VRRP group on %s: %w", ifi.Name, err)
@@ -122,69 +146,120 @@ func (t *transport) join(ifi *net.Interface) error {
 }
 
 // send transmits one advert out of ifindex from src to dst (the VRRP group
-// or a unicast peer).
+// or a unicast peer). The interface and source go in a PKTINFO control
+// message, as the RFC wants the primary address as source whatever the
+// routing table says.
 func (t *transport) send(b []byte, ifindex int, src, dst netip.Addr) error {
-	var err error
-	if t.v6 {
-		_, err = t.p6.WriteTo(b, &ipv6.ControlMessage{IfIndex: ifindex, Src: src.AsSlice()}, &net.IPAddr{IP: dst.AsSlice()})
-	} else {
-		_, err = t.p4.WriteTo(b, &ipv4.ControlMessage{IfIndex: ifindex, Src: src.AsSlice()}, &net.IPAddr{IP: dst.AsSlice()})
+	if len(b) == 0 {
+		return nil
 	}
-	return err
+	t.siov.Base = &b[0]
+	t.siov.SetLen(len(b))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&t.soob[0]))
+	data := unsafe.Add(unsafe.Pointer(&t.soob[0]), unix.CmsgLen(0))
+	if t.v6 {
+		sa := &t.sname
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
+		sa.Port = htons(uint16(t.port))
+		if dst.IsLinkLocalUnicast() || dst.IsLinkLocalMulticast() {
+			sa.Scope_id = uint32(ifindex)
+		}
+		t.smsg.Namelen = unix.SizeofSockaddrInet6
+		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+		h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+		*(*unix.Inet6Pktinfo)(data) = unix.Inet6Pktinfo{Addr: src.As16(), Ifindex: uint32(ifindex)}
+		t.smsg.SetControllen(unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+	} else {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&t.sname))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
+		sa.Port = htons(uint16(t.port))
+		t.smsg.Namelen = unix.SizeofSockaddrInet4
+		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
+		h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+		*(*unix.Inet4Pktinfo)(data) = unix.Inet4Pktinfo{Ifindex: int32(ifindex), Spec_dst: src.As4()}
+		t.smsg.SetControllen(unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+	}
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(t.fd), uintptr(unsafe.Pointer(&t.smsg)), unix.MSG_DONTWAIT)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
-// read blocks for the next datagram.
+// read takes the next datagram off the socket without waiting; it returns
+// unix.EAGAIN when none is queued.
 func (t *transport) read(buf []byte) (received, error) {
 	var r received
-	if t.v6 {
-		n, cm, src, err := t.p6.ReadFrom(buf)
-		if err != nil {
-			return r, err
-		}
-		r.data = buf[:n]
-		if cm != nil {
-			r.ttl, r.ifindex = cm.HopLimit, cm.IfIndex
-			r.dst, _ = netip.AddrFromSlice(cm.Dst)
-		}
-		if a, ok := src.(*net.IPAddr); ok {
-			r.src, _ = netip.AddrFromSlice(a.IP)
-		}
-	} else {
-		n, cm, src, err := t.p4.ReadFrom(buf)
-		if err != nil {
-			return r, err
-		}
-		r.data = buf[:n]
-		if cm != nil {
-			r.ttl, r.ifindex = cm.TTL, cm.IfIndex
-			r.dst, _ = netip.AddrFromSlice(cm.Dst)
-			r.dst = r.dst.Unmap()
-		}
-		if a, ok := src.(*net.IPAddr); ok {
-			r.src, _ = netip.AddrFromSlice(a.IP)
-			r.src = r.src.Unmap()
-		}
+	t.riov.Base = &buf[0]
+	t.riov.SetLen(len(buf))
+	t.rmsg.Namelen = unix.SizeofSockaddrInet6
+	t.rmsg.SetControllen(len(t.roob) * 8)
+	t.rmsg.Flags = 0
+	n, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(t.fd), uintptr(unsafe.Pointer(&t.rmsg)), unix.MSG_DONTWAIT)
+	if errno != 0 {
+		return r, errno
 	}
 	r.at = time.Now()
+	r.data = buf[:n]
+	r.ttl = -1
+	if t.v6 {
+		r.src = netip.AddrFrom16(t.rname.Addr)
+	} else {
+		r.src = netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(&t.rname)).Addr)
+	}
+	t.control(&r)
+	if t.hdr {
+		// A raw IPv4 socket hands over the IP header too: the payload
+		// starts after it, and its TTL is the one that arrived.
+		b := r.data
+		if len(b) < 20 || b[0]>>4 != 4 || int(b[0]&0x0f)*4 > len(b) || int(b[0]&0x0f) < 5 {
+			r.data = b[:0]
+			return r, nil
+		}
+		r.ttl = int(b[8])
+		r.data = b[int(b[0]&0x0f)*4:]
+	}
 	return r, nil
 }
 
-// pending reports whether a datagram waits in the socket's receive queue.
-// Before a backup acts on an expired Master_Down_Timer it makes sure no
-// advert is queued unread: after a stall (SIGSTOP, a paused VM) the timer
-// and the adverts that arrived meanwhile become ready together.
-func (t *transport) pending() bool {
-	var n int
-	var ierr error
-	err := t.raw.Control(func(fd uintptr) {
-		n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	})
-	return err == nil && ierr == nil && n > 0
+// control reads the interface, destination and TTL or hop limit from the
+// ancillary data of the last datagram, without allocating.
+func (t *transport) control(r *received) {
+	n := int(t.rmsg.Controllen)
+	base := unsafe.Pointer(&t.roob[0])
+	hlen := unix.CmsgLen(0)
+	for off := 0; off+unix.SizeofCmsghdr <= n; {
+		h := (*unix.Cmsghdr)(unsafe.Add(base, off))
+		l := int(h.Len)
+		if l < hlen || off+l > n {
+			return
+		}
+		data := unsafe.Add(base, off+hlen)
+		dlen := l - hlen
+		switch {
+		case !t.v6 && h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && dlen >= unix.SizeofInet4Pktinfo:
+			pi := (*unix.Inet4Pktinfo)(data)
+			r.ifindex = int(pi.Ifindex)
+			r.dst = netip.AddrFrom4(pi.Addr)
+		case !t.v6 && h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TTL && dlen >= 4:
+			r.ttl = int(*(*int32)(data))
+		case t.v6 && h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && dlen >= unix.SizeofInet6Pktinfo:
+			pi := (*unix.Inet6Pktinfo)(data)
+			r.ifindex = int(pi.Ifindex)
+			r.dst = netip.AddrFrom16(pi.Addr)
+		case t.v6 && h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_HOPLIMIT && dlen >= 4:
+			r.ttl = int(*(*int32)(data))
+		}
+		off += unix.CmsgSpace(dlen)
+	}
 }
 
 func (t *transport) close() error {
-	if t.v6 {
-		return t.p6.Close()
-	}
-	return t.p4.Close()
+	return unix.Close(t.fd)
+}
+
+func htons(v uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&v))
+	b[0], b[1] = byte(v>>8), byte(v)
+	return v
 }
