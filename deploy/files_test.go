@@ -90,7 +90,7 @@ func TestSystemdUnitHardening(t *testing.T) {
 	}
 	caps := strings.Fields(strings.Join(u["Service.CapabilityBoundingSet"], " "))
 	slices.Sort(caps)
-	wantCaps := []string{"CAP_KILL", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID"}
+	wantCaps := []string{"CAP_IPC_LOCK", "CAP_KILL", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SYS_NICE"}
 	if !slices.Equal(caps, wantCaps) {
 		t.Errorf("CapabilityBoundingSet = %v, want %v", caps, wantCaps)
 	}
