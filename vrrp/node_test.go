@@ -33,6 +33,8 @@ type node struct {
 	state  string
 	proc   *netlab.Proc
 	binary string
+	// nodeExtra are more keys of the node section, indented as such.
+	nodeExtra string
 }
 
 // logLine is the part of directord's JSON log the tests read.
@@ -68,7 +70,7 @@ func newNode(t *testing.T, h *netlab.Host, vrrpYAML string) *node {
 
 func (n *node) write(vrrpYAML string) {
 	n.t.Helper()
-	cfg := fmt.Sprintf("node:\n  name: %s\n  state_dir: %s\n  control_socket: %s/ctl.sock\n  log: {level: debug, format: json}\n%s", n.name, n.state, n.state, vrrpYAML)
+	cfg := fmt.Sprintf("node:\n  name: %s\n  state_dir: %s\n  control_socket: %s/ctl.sock\n  log: {level: debug, format: json}\n%s%s", n.name, n.state, n.state, n.nodeExtra, vrrpYAML)
 	if err := os.WriteFile(n.cfg, []byte(cfg), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
