@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +19,78 @@ import (
 
 	"github.com/directord/directord/internal/control"
 	"github.com/directord/directord/internal/netlab"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
+
+// scrape fetches /metrics from the metrics listener inside h (the socket
+// is opened on a thread in h's namespace) and parses it as Prometheus text.
+func scrape(t *testing.T, h *netlab.Host) map[string]*dto.MetricFamily {
+	t.Helper()
+	var body []byte
+	err := h.Do(func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9580", 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nAccept: text/plain\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET /metrics: %s", resp.Status)
+		}
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v\n%s", err, body)
+	}
+	return fams
+}
+
+// metricValue returns the value of the sample of name whose labels
+// include the given pairs.
+func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	t.Helper()
+	f, ok := fams[name]
+	if !ok {
+		t.Fatalf("no metric %s", name)
+	}
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for i := 0; i+1 < len(labels); i += 2 {
+			match = match && have[labels[i]] == labels[i+1]
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		}
+	}
+	t.Fatalf("no sample of %s with %v", name, labels)
+	return 0
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -40,7 +113,7 @@ func TestNetnsDirectorctlAgainstDirectord(t *testing.T) {
 	cfgPath, sock := filepath.Join(dir, "directord.yaml"), filepath.Join(dir, "ctl.sock")
 	write := func(extra string) {
 		t.Helper()
-		cfg := fmt.Sprintf(`node: {name: lb, state_dir: %s, control_socket: %s, log: {level: info, format: text}}
+		cfg := fmt.Sprintf(`node: {name: lb, state_dir: %s, control_socket: %s, metrics_address: "127.0.0.1:9580", log: {level: info, format: text}}
 vrrp:
   instances:
     - name: VI_1
@@ -109,6 +182,13 @@ vrrp:
 	}
 	if info, err := os.Stat(sock); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("control socket: %v, %v; want mode 0600", info, err)
+	}
+	m0 := scrape(t, lb)
+	if v := metricValue(t, m0, "directord_vrrp_state", "instance", "VI_1", "state", "MASTER"); v != 1 {
+		t.Errorf("directord_vrrp_state{VI_1,MASTER} = %v, want 1", v)
+	}
+	if v := metricValue(t, m0, "directord_vrrp_state", "instance", "VI_1", "state", "BACKUP"); v != 0 {
+		t.Errorf("directord_vrrp_state{VI_1,BACKUP} = %v, want 0", v)
 	}
 	before := status().Instances[0]
 	if before.TransitionsN == 0 || len(before.Transitions) == 0 || before.Transitions[len(before.Transitions)-1].To != "MASTER" {
@@ -199,6 +279,13 @@ vrrp:
 	close(stopClient)
 	<-clientDone
 
+	m1 := scrape(t, lb)
+	if a, b := metricValue(t, m0, "directord_vrrp_adverts_sent_total", "instance", "VI_1"), metricValue(t, m1, "directord_vrrp_adverts_sent_total", "instance", "VI_1"); b <= a {
+		t.Errorf("directord_vrrp_adverts_sent_total did not move: %v then %v", a, b)
+	}
+	if ok, bad := metricValue(t, m1, "directord_reloads_total", "result", "ok"), metricValue(t, m1, "directord_reloads_total", "result", "rejected"); ok != 20 || bad != 1 {
+		t.Errorf("directord_reloads_total ok %v, rejected %v; want 20, 1", ok, bad)
+	}
 	after := status().Instances[0]
 	if after.State != "MASTER" || after.TransitionsN != before.TransitionsN {
 		t.Errorf("after the reloads: %s with %d transitions, want MASTER with %d", after.State, after.TransitionsN, before.TransitionsN)

@@ -97,12 +97,14 @@ func TestCheckMissingFile(t *testing.T) {
 }
 
 func TestRunRejectsSectionsNotSupportedYet(t *testing.T) {
-	p := write(t, "d.yaml", "node:\n  name: lb1\n  state_dir: /tmp\n  metrics_address: 127.0.0.1:9100\n")
+	key := write(t, "sync.key", "0123456789abcdef0123456789abcdef\n")
+	p := write(t, "d.yaml", "node:\n  name: lb1\n  state_dir: /tmp\nsync:\n  interface: lo\n  group: \"ff05::81\"\n  relay:\n"+
+		"    listen: \"[2001:db8::1]:8849\"\n    peer: \"[2001:db8::2]:8849\"\n    key_file: "+key+"\n")
 	var errOut bytes.Buffer
 	if rc := run([]string{"-c", p}, io.Discard, &errOut); rc != exitConfig {
-		t.Fatalf("exit %d, want %d", rc, exitConfig)
+		t.Fatalf("exit %d, want %d: %s", rc, exitConfig, errOut.String())
 	}
-	if want := p + ":4:3: node.metrics_address: not supported yet: this build of directord cannot run the metrics listener"; !strings.HasPrefix(errOut.String(), want) {
+	if want := p + ":7:3: sync.relay: not supported yet: this build of directord cannot run a relay for an IPv6 sync group"; !strings.HasPrefix(errOut.String(), want) {
 		t.Errorf("stderr %q, want prefix %q", errOut.String(), want)
 	}
 }
@@ -115,7 +117,7 @@ func TestRunReloadAndStop(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	state := t.TempDir()
-	cfg := write(t, "d.yaml", "node: {name: lb1, state_dir: "+state+", log: {format: json}}\n")
+	cfg := write(t, "d.yaml", "node: {name: lb1, state_dir: "+state+", control_socket: "+state+"/ctl.sock, log: {format: json}}\n")
 	cmd := exec.Command(bin, "-c", cfg)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -159,7 +161,7 @@ func TestRunReloadAndStop(t *testing.T) {
 	waitFor(`unknown key \"bogus\"`)
 	waitFor(`still running the previous configuration`)
 
-	if err := os.WriteFile(cfg, []byte("node: {name: lb1, state_dir: "+state+"}\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("node: {name: lb1, state_dir: "+state+", control_socket: "+state+"/ctl.sock}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Process.Signal(syscall.SIGHUP)

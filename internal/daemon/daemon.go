@@ -21,6 +21,7 @@ import (
 	"github.com/directord/directord/internal/control"
 	"github.com/directord/directord/internal/sdnotify"
 	"github.com/directord/directord/ipvs"
+	connsync "github.com/directord/directord/sync"
 	"github.com/directord/directord/vip"
 	"github.com/directord/directord/vrrp"
 )
@@ -36,9 +37,6 @@ func Unsupported(cfg *config.Config) config.Errors {
 	}
 	if cfg.Sync != nil && cfg.Sync.Relay != nil && cfg.Sync.Group.Is6() {
 		add("sync.relay", "a relay for an IPv6 sync group")
-	}
-	if cfg.Node.MetricsAddress != "" {
-		add("node.metrics_address", "the metrics listener")
 	}
 	slices.SortStableFunc(errs, func(a, b config.Error) int {
 		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
@@ -87,6 +85,12 @@ type Daemon struct {
 	ctl        *control.Server
 	ctlReload  chan chan<- error
 	events     control.Broker
+
+	// The metrics listener (metrics.go) and what it reads besides.
+	metrics       *metricsServer
+	reloadsOK     atomic.Uint64
+	reloadsFailed atomic.Uint64
+	syncSnap      atomic.Pointer[connsync.Status]
 }
 
 // New prepares a daemon for cfg. It removes virtual addresses and IPVS
@@ -128,6 +132,13 @@ func New(cfg *config.Config, load Loader, log *slog.Logger, opts Options) (*Daem
 		d.closeIPVS()
 		return nil, err
 	}
+	if err := d.startMetrics(); err != nil {
+		d.vips.Close()
+		d.stopSync()
+		d.closeIPVS()
+		return nil, err
+	}
+	d.refreshSyncSnap()
 	ok = true
 	return d, nil
 }
@@ -216,9 +227,11 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 			stopEngine()
 			err := <-engineDone
 			d.stopControl()
+			d.stopMetrics()
 			return errors.Join(err, d.stopSync(), d.vips.Close(), d.stopIPVS())
 		case err := <-engineDone:
 			d.stopControl()
+			d.stopMetrics()
 			d.stopSync()
 			d.vips.Close()
 			d.closeIPVS()
@@ -235,6 +248,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan chan<- error) error {
 		case tr := <-d.vrrpEvents:
 			d.vrrpChanged(tr)
 		case <-resync.C:
+			d.refreshSyncSnap()
 			if d.ipvs != nil {
 				if _, err := d.ipvs.Resync(); err != nil {
 					d.log.Error("IPVS resync incomplete; retrying", "error", err)
@@ -326,6 +340,7 @@ func (d *Daemon) vrrpChanged(tr vrrp.Transition) {
 	d.histMu.Unlock()
 	d.events.Publish(control.Event{At: tr.At, Kind: "vrrp", Instance: tr.Instance, From: tr.From.String(), To: tr.To.String(), Priority: int(tr.Priority), Reason: tr.Reason})
 	d.syncTransition(tr)
+	d.refreshSyncSnap()
 }
 
 // historyLen is how many transitions per instance status shows.
@@ -378,6 +393,7 @@ func (d *Daemon) Reload() error {
 		}
 		d.log.Warn("reload failed; still running the previous configuration", "config", d.cfg.File)
 		d.events.Publish(control.Event{At: time.Now(), Kind: "reload", Reason: "rejected: " + firstLine(err)})
+		d.reloadsFailed.Add(1)
 		return err
 	}
 	for _, w := range cfg.Warnings() {
@@ -399,6 +415,9 @@ func (d *Daemon) Reload() error {
 		d.reportQuorum()
 	}
 	d.log.Info("configuration reloaded", "config", cfg.File)
+	d.reloadMetrics(old)
+	d.refreshSyncSnap()
+	d.reloadsOK.Add(1)
 	d.events.Publish(control.Event{At: time.Now(), Kind: "reload", Reason: "configuration reloaded"})
 	return nil
 }
