@@ -134,10 +134,10 @@ func printStatus(w io.Writer, st control.Status) {
 		return
 	}
 	tw := table(w)
-	fmt.Fprintln(tw, "INSTANCE\tINTERFACE\tVRID\tSTATE\tPRIORITY\tWHY\tMASTER\tVIPS\tSINCE")
+	fmt.Fprintln(tw, "INSTANCE\tINTERFACE\tVRID\tSTATE\tPRIORITY\tWHY\tMASTER\tVIPS\tSINCE\tMAX LATE")
 	for _, in := range st.Instances {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", in.Name, in.Interface, in.VRID, in.State, in.Priority,
-			in.PriorityWhy, orDash(in.Master), orDash(strings.Join(in.VIPs, ",")), clock(in.LastChangedAt))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%.1fms\n", in.Name, in.Interface, in.VRID, in.State, in.Priority,
+			in.PriorityWhy, orDash(in.Master), orDash(strings.Join(in.VIPs, ",")), clock(in.LastChangedAt), in.MaxTimerLatenessMS)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nlast transitions:")

@@ -57,6 +57,9 @@ type InstanceStatus struct {
 	Transitions   []Transition `json:"transitions"` // the last ones, oldest first
 	TransitionsN  uint64       `json:"transitions_total"`
 	LastChangedAt time.Time    `json:"last_changed_at,omitzero"`
+	// MaxTimerLatenessMS is the largest delay between a VRRP timer's
+	// deadline and the timing thread acting on it.
+	MaxTimerLatenessMS float64 `json:"max_timer_lateness_ms"`
 }
 
 // Transition is a VRRP state change.

@@ -78,6 +78,7 @@ func (h *controlHandler) Status() (control.Status, error) {
 			State: s.State.String(), Priority: int(s.Priority), BasePriority: in.Priority,
 			AdvertsSent: s.AdvertsSent, AdvertsRecv: s.AdvertsRecv, TransitionsN: s.Transitions,
 			LastChangedAt: s.LastChangedAt, VIPs: []string{}, Transitions: []control.Transition{},
+			MaxTimerLatenessMS: float64(s.MaxTimerLateness.Microseconds()) / 1000,
 		}
 		if s.Master.IsValid() {
 			is.Master = s.Master.String()

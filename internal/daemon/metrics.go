@@ -103,6 +103,7 @@ var (
 	mVRRPTransitions = prometheus.NewDesc("directord_vrrp_transitions_total", "VRRP state transitions.", []string{"instance"}, nil)
 	mVRRPSent        = prometheus.NewDesc("directord_vrrp_adverts_sent_total", "VRRP adverts sent.", []string{"instance"}, nil)
 	mVRRPRecv        = prometheus.NewDesc("directord_vrrp_adverts_received_total", "VRRP adverts received and accepted.", []string{"instance"}, nil)
+	mVRRPLateness    = prometheus.NewDesc("directord_vrrp_max_timer_lateness_seconds", "Largest delay between a VRRP timer's deadline and the timing thread acting on it.", []string{"instance"}, nil)
 	mVRRPDropped     = prometheus.NewDesc("directord_vrrp_adverts_dropped_total", "VRRP adverts dropped, by reason.", []string{"reason"}, nil)
 	mVIP             = prometheus.NewDesc("directord_vip_events_total", "Virtual address events: bound, released, readded (someone removed it), stale_removed, conflicts, announcements, errors.", []string{"event"}, nil)
 	mCheckUp         = prometheus.NewDesc("directord_check_up", "1 if the real server's check says up, 0 if down; absent while undecided.", []string{"service", "real"}, nil)
@@ -163,6 +164,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(mVRRPTransitions, s.Transitions, s.Name)
 		counter(mVRRPSent, s.AdvertsSent, s.Name)
 		counter(mVRRPRecv, s.AdvertsRecv, s.Name)
+		gauge(mVRRPLateness, s.MaxTimerLateness.Seconds(), s.Name)
 	}
 	for r, n := range d.vrrp.Drops() {
 		counter(mVRRPDropped, n, r.String())
