@@ -56,12 +56,16 @@ fuzz:
 # at 10 ms sends during a minute of full CPU saturation, directord vs
 # keepalived (root and network namespaces; skips without them). IPVS:
 # installing 1,000 services x 10 real servers, directord vs ipvsadm -R in
-# one VM run, then one change on top (qemu guest; skips without it).
+# one VM run, then one change on top (qemu guest; skips without it). Health
+# checks: 10,000 tcp checks on the host (CPU, RSS), and 1,000 checks,
+# directord vs keepalived's checker, in the VM.
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkAdvertSendReceive$$' -benchmem ./vrrp
 	$(GO) test -run '^$$' -bench '^BenchmarkNetnsTakeover$$' -benchtime 1x -timeout 20m ./vrrp
 	$(GO) test -run '^$$' -bench '^BenchmarkNetnsSaturated$$' -benchtime 1x -timeout 20m ./vrrp
 	$(GO) test -run '^$$' -bench '^BenchmarkVMInstall$$' -benchtime 1x -timeout 20m ./ipvs
+	$(GO) test -run '^$$' -bench '^BenchmarkNetnsChecks$$' -benchtime 1x -timeout 20m ./healthcheck
+	$(GO) test -run '^$$' -bench '^BenchmarkVMChecks$$' -benchtime 1x -timeout 20m ./internal/daemon
 
 demo: build
 	@scripts/demo.sh $(BIN)/directord
