@@ -94,6 +94,8 @@ type Engine struct {
 
 	trans [2]*transport // IPv4, IPv6
 	svc   chan serviceState
+	// updates carries reloads to the loop (update.go).
+	updates chan update
 	// wakeFD is an eventfd in the loop's poll set: whatever sends the loop
 	// work on a channel writes it so the loop looks.
 	wakeFD int
@@ -182,6 +184,7 @@ func NewEngine(cfg *config.Config, opts EngineOptions) (*Engine, error) {
 		groups:   map[string][]*instance{},
 		vipAddrs: map[netip.Addr]bool{},
 		svc:      make(chan serviceState, 64),
+		updates:  make(chan update),
 		wakeFD:   -1,
 		rtPrio:   cfg.Node.VRRPRTPriority,
 		lockMem:  cfg.Node.LockMemory,
@@ -210,38 +213,7 @@ func NewEngine(cfg *config.Config, opts EngineOptions) (*Engine, error) {
 		}
 	}
 	for _, c := range cfg.VRRP.Instances {
-		in := &instance{
-			cfg:       c,
-			name:      c.Name,
-			v6:        c.IPv6(),
-			group:     groupOf[c.Name],
-			mode:      ChecksumRFC,
-			peers:     c.UnicastPeers,
-			linkUp:    map[string]bool{},
-			scriptUp:  map[string]bool{},
-			serviceUp: map[string]bool{},
-			garp:      vip.Announce{Repeat: c.GARP.Repeat, Interval: c.GARP.Interval, MasterDelay: c.GARP.MasterDelay, Refresh: c.GARP.Refresh},
-			sendBuf:   make([]byte, 0, 4096),
-		}
-		if c.ChecksumCompat == "v2" {
-			in.mode = ChecksumV2
-		}
-		var addrs []netip.Addr
-		for _, va := range c.VirtualAddresses {
-			ifname := va.Interface
-			if ifname == "" {
-				ifname = c.Interface
-			}
-			in.vips = append(in.vips, vip.Address{Prefix: va.Address, Interface: ifname, Label: va.Label})
-			addrs = append(addrs, va.Address.Addr())
-			e.vipAddrs[va.Address.Addr()] = true
-		}
-		in.advert = Advert{Version: c.Version, VRID: uint8(c.VRID), Interval: c.AdvertInterval, Addresses: addrs}
-		in.expect = Expect{Version: c.Version, Interval: c.AdvertInterval, Addresses: addrs}
-		if a := c.Authentication; a != nil && c.Version == 2 {
-			in.advert.AuthType, in.advert.AuthData = 1, PassAuth(a.Password)
-			in.expect.AuthType, in.expect.AuthData = in.advert.AuthType, in.advert.AuthData
-		}
+		in := e.newInstance(c, groupOf[c.Name])
 		e.insts = append(e.insts, in)
 		if in.group != "" {
 			e.groups[in.group] = append(e.groups[in.group], in)
@@ -249,6 +221,53 @@ func NewEngine(cfg *config.Config, opts EngineOptions) (*Engine, error) {
 	}
 	e.stats = make([]InstanceStats, len(e.insts))
 	return e, nil
+}
+
+// newInstance builds an instance of c, not yet resolved or started.
+func (e *Engine) newInstance(c config.Instance, group string) *instance {
+	in := &instance{
+		cfg:       c,
+		name:      c.Name,
+		v6:        c.IPv6(),
+		group:     group,
+		mode:      ChecksumRFC,
+		peers:     c.UnicastPeers,
+		linkUp:    map[string]bool{},
+		scriptUp:  map[string]bool{},
+		serviceUp: map[string]bool{},
+		sendBuf:   make([]byte, 0, 4096),
+	}
+	if c.ChecksumCompat == "v2" {
+		in.mode = ChecksumV2
+	}
+	in.advert = Advert{Version: c.Version, VRID: uint8(c.VRID), Interval: c.AdvertInterval}
+	in.expect = Expect{Version: c.Version, Interval: c.AdvertInterval}
+	if a := c.Authentication; a != nil && c.Version == 2 {
+		in.advert.AuthType, in.advert.AuthData = 1, PassAuth(a.Password)
+		in.expect.AuthType, in.expect.AuthData = in.advert.AuthType, in.advert.AuthData
+	}
+	in.setAddresses(c)
+	for _, va := range c.VirtualAddresses {
+		e.vipAddrs[va.Address.Addr()] = true
+	}
+	return in
+}
+
+// setAddresses takes c's virtual addresses and announcement schedule: the
+// settings a reload changes in place.
+func (in *instance) setAddresses(c config.Instance) {
+	in.vips = in.vips[:0]
+	var addrs []netip.Addr
+	for _, va := range c.VirtualAddresses {
+		ifname := va.Interface
+		if ifname == "" {
+			ifname = c.Interface
+		}
+		in.vips = append(in.vips, vip.Address{Prefix: va.Address, Interface: ifname, Label: va.Label})
+		addrs = append(addrs, va.Address.Addr())
+	}
+	in.advert.Addresses, in.expect.Addresses = addrs, addrs
+	in.garp = vip.Announce{Repeat: c.GARP.Repeat, Interval: c.GARP.Interval, MasterDelay: c.GARP.MasterDelay, Refresh: c.GARP.Refresh}
 }
 
 // SetService reports the health of a tracked virtual service (from the
@@ -290,6 +309,25 @@ func (e *Engine) wake() {
 	}
 }
 
+// ensureTransport opens the socket of a family the first time an instance
+// needs it.
+func (e *Engine) ensureTransport(v6 bool) error {
+	fam := 0
+	if v6 {
+		fam = 1
+	}
+	if e.trans[fam] != nil {
+		return nil
+	}
+	t, err := listenTransport(v6)
+	if err != nil {
+		return err
+	}
+	e.trans[fam] = t
+	e.pfds[fam].Fd = int32(t.fd)
+	return nil
+}
+
 // Drops returns how many received adverts were discarded, by reason.
 func (e *Engine) Drops() map[DropReason]uint64 {
 	out := map[DropReason]uint64{}
@@ -312,10 +350,6 @@ func (e *Engine) Drops() map[DropReason]uint64 {
 // nor a master's next advert, and the Go scheduler, the network poller and
 // the garbage collector stay off that path (it does not allocate).
 func (e *Engine) Run(ctx context.Context) error {
-	if len(e.insts) == 0 {
-		<-ctx.Done()
-		return nil
-	}
 	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("VRRP engine: eventfd: %w", err)
@@ -335,17 +369,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		unix.Close(wfd)
 	}()
 	for _, in := range e.insts {
-		fam := 0
-		if in.v6 {
-			fam = 1
-		}
-		if e.trans[fam] == nil {
-			t, err := listenTransport(in.v6)
-			if err != nil {
-				return err
-			}
-			e.trans[fam] = t
-			e.pfds[fam].Fd = int32(t.fd)
+		if err := e.ensureTransport(in.v6); err != nil {
+			return err
 		}
 	}
 	e.lockMemory()
@@ -455,6 +480,8 @@ func (e *Engine) events(links <-chan netlink.LinkUpdate, scripts *<-chan ScriptR
 			e.handleScript(s)
 		case s := <-e.svc:
 			e.handleService(s)
+		case u := <-e.updates:
+			u.reply <- e.applyUpdate(u.cfg)
 		default:
 			return
 		}

@@ -372,8 +372,8 @@ func (d *Daemon) Reload() error {
 	if err == nil {
 		if errs := Unsupported(cfg); len(errs) > 0 {
 			err = errs
-		} else if !reflect.DeepEqual(cfg.VRRP, d.cfg.VRRP) {
-			err = config.Errors{cfg.ErrorAt("vrrp", "not supported yet: this build applies changes to the vrrp section only at a restart")}
+		} else if cerr := d.vrrp.CheckUpdate(d.cfg, cfg); cerr != nil {
+			err = cerr
 		} else if d.ipvs == nil && ipvsConfigured(cfg) {
 			_, kerr := ipvs.NewKernel()
 			err = config.Errors{cfg.ErrorAt("ipvs", kerr.Error())}
@@ -406,6 +406,12 @@ func (d *Daemon) Reload() error {
 		d.moveControl()
 	}
 	d.health.prune(checkSpecs(cfg))
+	if !reflect.DeepEqual(cfg.VRRP, old.VRRP) {
+		// Unchanged instances keep their state; see vrrp.Engine.Update.
+		if err := d.vrrp.Update(cfg); err != nil {
+			d.log.Error("VRRP changes not applied", "error", err)
+		}
+	}
 	d.reloadSync(old)
 	if d.ipvs != nil && !reflect.DeepEqual(cfg.IPVS, old.IPVS) {
 		// Only the difference: unchanged services are not touched.
