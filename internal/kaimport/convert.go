@@ -32,6 +32,9 @@ type notes struct {
 }
 
 func (ns *notes) add(pos Pos, option, why string) {
+	if option == "" {
+		option = `""` // an empty quoted word where a keyword belongs
+	}
 	n := Note{File: pos.File, Line: pos.Line, Option: option, Why: why}
 	key := n
 	key.Why = ""

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -215,7 +217,7 @@ func render(cfg *outConfig, source string) ([]byte, error) {
 	if err := root.Encode(cfg); err != nil {
 		return nil, fmt.Errorf("encode YAML: %w", err)
 	}
-	root.HeadComment = "Converted from " + source + " by directorctl import-keepalived.\n" +
+	root.HeadComment = "Converted from " + commentText(source) + " by directorctl import-keepalived.\n" +
 		"Review the options listed as not carried over before use."
 	comments := map[string][]string{}
 	if cfg.VRRP != nil {
@@ -247,6 +249,18 @@ func render(cfg *outConfig, source string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// commentText makes s safe as one comment line: the YAML emitter panics
+// on invalid UTF-8, and a newline would end the comment.
+func commentText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
 // decorate puts the source comments on list items and turns lists of
 // scalars, and mappings of scalars inside lists, into flow style.
 func decorate(n *yaml.Node, comments map[string][]string, path string, inSeq bool) {
@@ -269,7 +283,7 @@ func decorate(n *yaml.Node, comments map[string][]string, path string, inSeq boo
 			if c, ok := comments[p]; ok && v.Kind == yaml.SequenceNode {
 				for j, item := range v.Content {
 					if j < len(c) {
-						item.HeadComment = c[j]
+						item.HeadComment = commentText(c[j])
 					}
 				}
 			}
