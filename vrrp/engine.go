@@ -66,6 +66,13 @@ type InstanceStats struct {
 	// the engine since start: how far scheduling delays came to eating the
 	// margin between Master_Down_Interval and a spurious takeover.
 	MaxTimerLateness time.Duration
+	// A drill: the instance is held at priority 1 since DrillStartedAt;
+	// the peer's first advert after the handover came at
+	// DrillPeerAdvertAt from DrillPeer.
+	DrillHold         bool
+	DrillStartedAt    time.Time
+	DrillPeerAdvertAt time.Time
+	DrillPeer         netip.Addr
 }
 
 // Scheduling says how the VRRP timing thread runs.
@@ -94,8 +101,10 @@ type Engine struct {
 
 	trans [2]*transport // IPv4, IPv6
 	svc   chan serviceState
-	// updates carries reloads to the loop (update.go).
+	// updates carries reloads to the loop (update.go), calls other work
+	// that must run there (drill.go).
 	updates chan update
+	calls   chan call
 	// wakeFD is an eventfd in the loop's poll set: whatever sends the loop
 	// work on a channel writes it so the loop looks.
 	wakeFD int
@@ -111,8 +120,11 @@ type Engine struct {
 	// of Stats preempted while holding it must not stall a real-time loop.
 	mu    sync.Mutex
 	stats []InstanceStats
-	sched Scheduling
-	dirty bool // stats not yet published
+	// statInsts are the instances stats describes, index for index (a
+	// reload replaces the loop's list).
+	statInsts []*instance
+	sched     Scheduling
+	dirty     bool // stats not yet published
 
 	wg sync.WaitGroup // notify hooks
 
@@ -166,6 +178,13 @@ type instance struct {
 	changes    uint64
 	lastReason string
 	lastAt     time.Time
+
+	// A drill (drill.go) holds the instance at priority 1 until taken
+	// back, and records the peer's first advert after the handover.
+	drillHold   bool
+	drillAt     time.Time
+	drillPeerAt time.Time
+	drillPeer   netip.Addr
 }
 
 // NewEngine prepares the instances of cfg. It fails on what the file
@@ -184,7 +203,8 @@ func NewEngine(cfg *config.Config, opts EngineOptions) (*Engine, error) {
 		groups:   map[string][]*instance{},
 		vipAddrs: map[netip.Addr]bool{},
 		svc:      make(chan serviceState, 64),
-		updates:  make(chan update),
+		updates:  make(chan update, 1),
+		calls:    make(chan call, 1),
 		wakeFD:   -1,
 		rtPrio:   cfg.Node.VRRPRTPriority,
 		lockMem:  cfg.Node.LockMemory,
@@ -282,8 +302,9 @@ func (e *Engine) SetService(name string, up bool) {
 func (e *Engine) Stats() []InstanceStats {
 	e.mu.Lock()
 	out := slices.Clone(e.stats)
+	insts := e.statInsts
 	e.mu.Unlock()
-	for i, in := range e.insts {
+	for i, in := range insts {
 		out[i].AdvertsSent, out[i].AdvertsRecv = in.sent.Load(), in.recv.Load()
 		out[i].MaxTimerLateness = time.Duration(in.late.Load())
 	}
@@ -482,6 +503,8 @@ func (e *Engine) events(links <-chan netlink.LinkUpdate, scripts *<-chan ScriptR
 			e.handleService(s)
 		case u := <-e.updates:
 			u.reply <- e.applyUpdate(u.cfg)
+		case c := <-e.calls:
+			c.reply <- c.fn()
 		default:
 			return
 		}
@@ -622,6 +645,10 @@ func (e *Engine) handle(r received) {
 		return
 	}
 	in.recv.Add(1)
+	if in.drillHold && in.drillPeerAt.IsZero() && a.Priority > 0 {
+		in.drillPeerAt, in.drillPeer = r.at, r.src
+		e.dirty = true
+	}
 	e.apply(in, r.at, in.m.Handle(r.at, Event{Kind: EvAdvert, Priority: a.Priority, Interval: a.Interval, Src: r.src}))
 }
 
@@ -878,6 +905,9 @@ func (e *Engine) refreshTracking(in *instance, now time.Time, notifyGroup bool) 
 		return
 	}
 	prio := in.cfg.Priority
+	if in.drillHold {
+		prio, sum = 1, 0
+	}
 	if prio < 255 {
 		// The owner stays the owner; everyone else moves within 1..254.
 		prio = min(max(prio+sum, 1), 254)
@@ -1063,9 +1093,11 @@ func (e *Engine) publish() {
 	}
 	defer e.mu.Unlock()
 	e.dirty = false
+	e.statInsts = e.insts
 	for i, in := range e.insts {
 		s := InstanceStats{Name: in.name, FaultReason: in.ownFault, AdvertsSent: in.sent.Load(), AdvertsRecv: in.recv.Load(),
-			Transitions: in.changes, LastReason: in.lastReason, LastChangedAt: in.lastAt}
+			Transitions: in.changes, LastReason: in.lastReason, LastChangedAt: in.lastAt,
+			DrillHold: in.drillHold, DrillStartedAt: in.drillAt, DrillPeerAdvertAt: in.drillPeerAt, DrillPeer: in.drillPeer}
 		if in.m != nil {
 			s.State, s.Priority, s.Master = in.m.State(), in.m.Priority(), in.m.Master()
 		}

@@ -75,6 +75,10 @@ const (
 	// changed state; this one follows.
 	EvGroupMaster
 	EvGroupBackup
+	// EvHandover: a master hands over on purpose (a drill): it sends
+	// priority 0, as at shutdown, but stays in Backup, where its
+	// Master_Down_Timer takes mastership back if no peer does.
+	EvHandover
 )
 
 // Event is one input. It is a plain value so the receive path does not
@@ -187,6 +191,15 @@ func (m *Machine) Handle(now time.Time, ev Event) Actions {
 		}
 	case EvShutdown:
 		return m.shutdown()
+	case EvHandover:
+		if m.state == StateMaster {
+			a := m.to(StateBackup, ev.Reason)
+			a.Send, a.SendPriority = true, 0
+			m.masterAdverInterval = m.cfg.Interval
+			m.masterDownAt = now.Add(m.MasterDownInterval())
+			m.master = netip.Addr{}
+			return a
+		}
 	case EvTimeout:
 		return m.timeout(now)
 	case EvAdvert:

@@ -66,6 +66,18 @@ func TestMachineRFCScenarios(t *testing.T) {
 			{3 * time.Second, Event{Kind: EvTimeout}, Actions{}, StateBackup, 3*time.Second + skew100}, // early: nothing
 			{3*time.Second + skew100, Event{Kind: EvTimeout}, join(tr(StateBackup, StateMaster), send(100)), StateMaster, 4*time.Second + skew100},
 		}},
+		{"a drill: the master lowered to priority 1 hands over with priority 0 and waits in Backup", cfg(100), []step{
+			{0, Event{Kind: EvStartup}, tr(StateInit, StateBackup), StateBackup, 3*time.Second + skew100},
+			{3*time.Second + skew100, Event{Kind: EvTimeout}, join(tr(StateBackup, StateMaster), send(100)), StateMaster, 4*time.Second + skew100},
+			{4 * time.Second, Event{Kind: EvPriority, Priority: 1}, Actions{}, StateMaster, 4*time.Second + skew100},
+			{4 * time.Second, Event{Kind: EvHandover, Reason: "drill"}, join(tr(StateMaster, StateBackup), send(0)), StateBackup, 7*time.Second + 255*time.Second/256},
+			// The peer's first advert as master resets the timer.
+			{4*time.Second + skew100, advert(100, time.Second, peerHi), Actions{}, StateBackup, 7*time.Second + skew100 + 255*time.Second/256},
+		}},
+		{"a handover outside Master does nothing", cfg(100), []step{
+			{0, Event{Kind: EvStartup}, tr(StateInit, StateBackup), StateBackup, 3*time.Second + skew100},
+			{time.Second, Event{Kind: EvHandover}, Actions{}, StateBackup, 3*time.Second + skew100},
+		}},
 		{"RFC 5798 6.4.2: an advert from a higher priority resets Master_Down_Timer", cfg(100), []step{
 			{0, Event{Kind: EvStartup}, tr(StateInit, StateBackup), StateBackup, 3*time.Second + skew100},
 			{2 * time.Second, advert(150, time.Second, peerHi), Actions{}, StateBackup, 5*time.Second + skew100},

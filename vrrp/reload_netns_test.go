@@ -50,7 +50,9 @@ func TestNetnsReloadAppliesTheVRRPDifference(t *testing.T) {
 			if err := n.proc.Signal(syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
-			n.waitLog(5*time.Second, func(l logLine) bool { return l.Msg == "configuration reloaded" && n.count("configuration reloaded") > before })
+			n.waitLog(5*time.Second, func(l logLine) bool {
+				return l.Msg == "configuration reloaded" && n.count("configuration reloaded") > before
+			})
 		}
 	}
 	t1, t2 := len(lb1.transitions("VI_1")), len(lb1.transitions("VI_2"))

@@ -59,10 +59,10 @@ func (e *Engine) Update(cfg *config.Config) error {
 	u := update{cfg: cfg, reply: make(chan error, 1)}
 	select {
 	case e.updates <- u:
+		e.wake()
 	case <-time.After(updateTimeout):
 		return errors.New("VRRP engine did not take the update (not running?)")
 	}
-	e.wake()
 	return <-u.reply
 }
 
@@ -147,6 +147,7 @@ func (e *Engine) applyUpdate(cfg *config.Config) error {
 	}
 	e.mu.Lock()
 	e.stats = make([]InstanceStats, len(e.insts))
+	e.statInsts = nil
 	e.mu.Unlock()
 	e.dirty = true
 

@@ -21,6 +21,7 @@ import (
 const (
 	callTimeout   = 15 * time.Second
 	reloadTimeout = 75 * time.Second
+	drillTimeout  = 5 * time.Minute
 )
 
 // socketCommand runs a command that talks to the daemon.
@@ -28,16 +29,32 @@ func socketCommand(name string, args []string, socket string, asJSON bool, stdou
 	fs := flag.NewFlagSet("directorctl "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&asJSON, "json", asJSON, "machine-readable output")
-	var stats, rate, conns bool
+	var stats, rate, conns, ret bool
+	if name == "drill" {
+		fs.BoolVar(&ret, "return", false, "take mastership back after the handover")
+	}
 	if name == "ipvs" {
 		fs.BoolVar(&stats, "stats", false, "counters")
 		fs.BoolVar(&rate, "rate", false, "rates")
 		fs.BoolVar(&conns, "conns", false, "connections")
 	}
+	// The instance may come before the flags: drill VI_1 --return.
+	var instance string
+	if name == "drill" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		instance, args = args[0], args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
+		return exitUsage
+	}
+	if name == "drill" && instance == "" && fs.NArg() > 0 {
+		instance = fs.Arg(0)
+		_ = fs.Parse(fs.Args()[1:])
+	}
+	if name == "drill" && instance == "" {
+		fmt.Fprintln(stderr, "directorctl drill: name the VRRP instance: directorctl drill INSTANCE [--return]")
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -55,10 +72,12 @@ func socketCommand(name string, args []string, socket string, asJSON bool, stdou
 	switch {
 	case name == "reload":
 		timeout = reloadTimeout
+	case name == "drill":
+		timeout = drillTimeout
 	case name == "ipvs" && conns:
 		cmd = control.CmdConns
 	}
-	r, err := control.Call(socket, control.Request{Command: cmd}, timeout)
+	r, err := control.Call(socket, control.Request{Command: cmd, Instance: instance, Return: ret}, timeout)
 	if err != nil {
 		return fail(err)
 	}
@@ -104,6 +123,11 @@ func socketCommand(name string, args []string, socket string, asJSON bool, stdou
 		}
 	case control.CmdReload:
 		fmt.Fprintln(stdout, "configuration reloaded")
+	case control.CmdDrill:
+		var d control.DrillReport
+		if perr = json.Unmarshal(r.Data, &d); perr == nil {
+			printDrill(stdout, d)
+		}
 	}
 	if perr != nil {
 		return fail(fmt.Errorf("directord's answer: %w", perr))
@@ -205,6 +229,24 @@ func printIPVS(w io.Writer, t control.IPVSTable, stats, rate bool) {
 			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-9d %s\n", r.Address, r.Forward, r.Weight, r.ActiveConns, r.InactiveConns, health)
 		}
 	}
+}
+
+func printDrill(w io.Writer, d control.DrillReport) {
+	fmt.Fprintf(w, "drill %s on %s (advert interval %s)\n", d.Instance, d.Node, d.AdvertInterval)
+	for _, s := range d.Steps {
+		fmt.Fprintf(w, "  %+10.1fms  %s\n", s.AtMS, s.What)
+	}
+	part := func(what string, v float64) string {
+		if v < 0 {
+			return what + " -"
+		}
+		return fmt.Sprintf("%s %.1f ms", what, v)
+	}
+	fmt.Fprintf(w, "handover: %s, %s", part("peer's first advert", d.PeerAdvertMS), part("VIP answering from the peer", d.VIPAnswerMS))
+	if d.TakeBackMS >= 0 {
+		fmt.Fprintf(w, ", %s", part("MASTER again", d.TakeBackMS))
+	}
+	fmt.Fprintln(w)
 }
 
 func printConns(w io.Writer, cs []control.Conn) {

@@ -29,7 +29,7 @@ var commands = []command{
 	{"health", "", "every health check, its last result and the reason"},
 	{"events", "", "stream state transitions as they happen"},
 	{"reload", "", "reload the configuration; exits non-zero with the errors if it is rejected"},
-	{"drill", "INSTANCE", "hand INSTANCE over to the peer and report the handover time"},
+	{"drill", "INSTANCE [--return]", "hand INSTANCE over to the peer and report the handover time; --return takes it back"},
 	{"import-keepalived", "FILE", "convert a keepalived.conf into a directord configuration"},
 }
 
@@ -72,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	socket, asJSON := fs.Lookup("s").Value.String(), fs.Lookup("json").Value.String() == "true"
 	switch name {
-	case "status", "ipvs", "health", "events", "reload":
+	case "status", "ipvs", "health", "events", "reload", "drill":
 		return socketCommand(name, fs.Args()[1:], socket, asJSON, stdout, stderr)
 	}
 	for _, c := range commands {

@@ -30,7 +30,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--bogus"}, exitUsage, "flag provided but not defined"},
 		{[]string{"-s", "/nonexistent/x.sock", "--json", "status"}, exitFail, "cannot reach directord at /nonexistent/x.sock"},
 		{[]string{"-s", "/nonexistent/x.sock", "status", "extra"}, exitUsage, `unexpected argument "extra"`},
-		{[]string{"drill", "VI_1"}, exitFail, "drill: not supported yet"},
+		{[]string{"drill"}, exitUsage, "name the VRRP instance"},
 	} {
 		var errOut bytes.Buffer
 		if rc := run(tt.args, io.Discard, &errOut); rc != tt.rc || !strings.Contains(errOut.String(), tt.err) {

@@ -26,6 +26,9 @@ func (f *fakeHandler) IPVS() (IPVSTable, error) {
 func (f *fakeHandler) Conns() ([]Conn, error)        { return nil, nil }
 func (f *fakeHandler) Health() (HealthReport, error) { return HealthReport{}, nil }
 func (f *fakeHandler) Reload() error                 { return f.reloadErr }
+func (f *fakeHandler) Drill(name string, ret bool) (DrillReport, error) {
+	return DrillReport{Instance: name, TakeBackMS: map[bool]float64{true: 1, false: -1}[ret]}, nil
+}
 
 func serve(t *testing.T, h Handler) *Server {
 	t.Helper()

@@ -28,6 +28,9 @@ type Handler interface {
 	// Reload reloads the configuration; a rejected file's errors come
 	// back as config.Errors.
 	Reload() error
+	// Drill hands instance over to the peer and reports the timeline;
+	// with ret it takes mastership back afterwards.
+	Drill(instance string, ret bool) (DrillReport, error)
 	// Subscribe returns a channel of events and a function that ends the
 	// subscription (and closes the channel).
 	Subscribe() (<-chan Event, func())
@@ -198,6 +201,8 @@ func (s *Server) answer(req Request) Response {
 		data, err = s.h.Health()
 	case CmdReload:
 		err = s.h.Reload()
+	case CmdDrill:
+		data, err = s.h.Drill(req.Instance, req.Return)
 	default:
 		return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
 	}

@@ -17,12 +17,36 @@ const (
 	CmdHealth = "health"
 	CmdEvents = "events"
 	CmdReload = "reload"
+	CmdDrill  = "drill"
 )
 
 // Request is what a client sends: one JSON object on one line.
 type Request struct {
 	Command  string `json:"command"`
 	Instance string `json:"instance,omitempty"`
+	// Return: after the drill's handover, take mastership back.
+	Return bool `json:"return,omitempty"`
+}
+
+// DrillReport is the answer to drill: the timeline of a handover as this
+// node saw it, from the moment it handed over.
+type DrillReport struct {
+	Node           string      `json:"node"`
+	Instance       string      `json:"instance"`
+	AdvertInterval string      `json:"advert_interval"`
+	Steps          []DrillStep `json:"steps"`
+	// Milliseconds from the handover to the peer's first advert as
+	// master, to the VIP answering ARP from the peer, and to this node
+	// being MASTER again (--return); -1 when it did not happen.
+	PeerAdvertMS float64 `json:"peer_advert_ms"`
+	VIPAnswerMS  float64 `json:"vip_answer_ms"`
+	TakeBackMS   float64 `json:"take_back_ms"`
+}
+
+// DrillStep is one event of the timeline.
+type DrillStep struct {
+	AtMS float64 `json:"at_ms"`
+	What string  `json:"what"`
 }
 
 // Response is the answer: one JSON object on one line. Errors lists every
