@@ -1,0 +1,96 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/directord/directord/internal/vmtest"
+)
+
+var binaries = []string{"./cmd/directord", "./cmd/directorctl"}
+
+// TestVM boots the lab's guest once: the demo and the short drill set
+// (TestGuestDrillCI). With DIRECTORD_E2E=demo (make demo) it runs the
+// demo alone and prints it on stdout.
+func TestVM(t *testing.T) {
+	o := vmtest.Options{Run: "^TestGuest(Demo|DrillCI)$", Binaries: binaries, Timeout: 8 * time.Minute}
+	var rows []string
+	demo := os.Getenv("DIRECTORD_E2E") == "demo"
+	if demo {
+		o.Run = "^TestGuestDemo$"
+	}
+	o.Console = func(line string) {
+		if i := strings.Index(line, "DEMO| "); i >= 0 && demo {
+			fmt.Println(line[i+len("DEMO| "):])
+		}
+		if i := strings.Index(line, "DRILL-ROW\t"); i >= 0 {
+			rows = append(rows, line[i:])
+		}
+	}
+	vmtest.Run(t, o)
+	if len(rows) > 0 {
+		var b strings.Builder
+		printTable(&b, rows)
+		t.Log("drills:\n" + b.String())
+	}
+}
+
+// BenchmarkVMDrill (make drill) runs every drill scenario with directord
+// and with keepalived in one VM boot and prints the table.
+// DIRECTORD_E2E_SCENARIOS and DIRECTORD_E2E_IMPLS narrow the run.
+func BenchmarkVMDrill(b *testing.B) {
+	var rows []string
+	var env []string
+	for _, k := range []string{"DIRECTORD_E2E_SCENARIOS", "DIRECTORD_E2E_IMPLS"} {
+		if v := os.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	start := time.Now()
+	vmtest.RunB(b, vmtest.Options{Run: "^TestGuestDrillAll$", Binaries: binaries, Env: env, Timeout: 25 * time.Minute,
+		Console: func(line string) {
+			if i := strings.Index(line, "DRILL-ROW\t"); i >= 0 {
+				rows = append(rows, line[i:])
+			}
+			if strings.Contains(line, "--- FAIL") || strings.Contains(line, "drill_guest_test.go") || strings.Contains(line, "lab_guest_test.go") {
+				fmt.Println("guest|", line)
+			}
+		}})
+	if len(rows) == 0 {
+		b.Fatal("the guest reported no drill")
+	}
+	fmt.Printf("\nDrills under load (new connection every %v, %d long-lived connections), in the VM (qemu TCG), %v:\n\n",
+		10*time.Millisecond, 50, time.Since(start).Round(time.Second))
+	printTable(os.Stdout, rows)
+}
+
+// printTable prints the guest's DRILL-ROW lines as the drill table.
+func printTable(w io.Writer, rows []string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMPL\t#\tSCENARIO\tOUTAGE ms\tFAILED NEW\tBROKEN LONG\tTRANSITIONS\tLEAKED VIPS")
+	var notes []string
+	for _, r := range rows {
+		f := strings.Split(r, "\t")
+		if len(f) < 12 {
+			continue
+		}
+		impl, id, name, outage, failed, attempts, broken, brokenDead, trans, leaked, note := f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]
+		if brokenDead != "0" {
+			broken += " (+" + brokenDead + " on stopped servers)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n", impl, id, name, outage, failed, attempts, broken, trans, leaked)
+		if n := strings.Trim(note, " |"); n != "" {
+			notes = append(notes, fmt.Sprintf("  %s %s: %s", impl, id, n))
+		}
+	}
+	tw.Flush()
+	if len(notes) > 0 {
+		fmt.Fprintln(w, "\nnotes (leaked VIPs | drill notes | why new connections failed | why long-lived ones broke):")
+		fmt.Fprintln(w, strings.Join(notes, "\n"))
+	}
+}
