@@ -10,7 +10,7 @@ FUZZTIME  ?=
 # everything else is the unprivileged unit tier.
 PRIV      := ^Test(Netns|VM)
 
-.PHONY: all build deps vet test test-unit test-netns test-vm fuzz bench demo clean
+.PHONY: all build deps vet test test-unit test-netns test-vm fuzz bench demo drill clean
 
 all: build
 
@@ -68,8 +68,16 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkNetnsChecks$$' -benchtime 1x -timeout 20m ./healthcheck
 	$(GO) test -run '^$$' -bench '^BenchmarkVMChecks$$' -benchtime 1x -timeout 20m ./internal/daemon
 
-demo: build
-	@scripts/demo.sh $(BIN)/directord
+# The demo lab (e2e): a director pair, DR and NAT services, real servers
+# and a client; status, the IPVS table and one drill under load. In
+# namespaces on the host if its kernel has IPVS, else in the VM.
+demo: deps build
+	@scripts/demo.sh
+
+# Every failover drill under load, directord and keepalived on the same lab
+# in one VM run, printed as one table (e2e, docs/drills.md).
+drill: deps
+	cd e2e && $(GO) test -count=1 -run '^$$' -bench '^BenchmarkVMDrill$$' -benchtime 1x -timeout 40m
 
 clean:
 	rm -rf $(BIN)
