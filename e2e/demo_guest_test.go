@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -59,16 +58,18 @@ func TestGuestDemo(t *testing.T) {
 	slices.Sort(per)
 	say("   long-lived connections per real server: %s; lb2 (backup) has %d established entries from sync", strings.Join(per, ", "), l.established(1))
 
-	say("\n== drill: SIGTERM to lb1, the master, under load")
-	say("   (lb1 sends a priority-0 advert and releases its VIPs; lb2 takes over after Skew_Time)")
+	say("\n== drill: directorctl drill VI_1 --return on lb1, the master, under load")
+	say("   (lb1 sends priority 0, releases its VIPs and holds at priority 1; lb2 takes over after Skew_Time;")
+	say("   then lb1 returns to its priority and preempts after one Master_Down_Interval)")
 	m0 := p.masters()
 	t0 := time.Now()
-	p.d[0].stop(syscall.SIGTERM)
-	p.d[1].waitState("MASTER", 10*time.Second)
+	say("%s", p.d[0].ctl("drill", "VI_1", "--return"))
+	p.d[0].waitState("MASTER", 10*time.Second)
+	p.d[1].waitState("BACKUP", 10*time.Second)
 	time.Sleep(3 * time.Second)
 	t1 := time.Now()
 	res := ld.result(t0, t1, nil)
-	say("   timeline (ms after SIGTERM):")
+	say("   both directors' logs (ms after the drill began):")
 	for _, e := range timeline(p, t0) {
 		say("   %s", e)
 	}
@@ -76,8 +77,8 @@ func TestGuestDemo(t *testing.T) {
 		res.Outage.Milliseconds(), res.OutageAt.Milliseconds(), res.Failed, res.Attempts, res.Broken+res.BrokenDead, loadLong)
 	leaked, what := l.leaked()
 	say("   VRRP: %d master change(s); VIPs on one director each: %v %s", p.masters()-m0, leaked == 0, what)
-	say("\n== directorctl status (lb2)")
-	say("%s", p.d[1].ctl("status"))
+	say("\n== directorctl status (lb1)")
+	say("%s", p.d[0].ctl("status"))
 	if res.Broken != 0 || leaked != 0 {
 		t.Errorf("the demo drill broke %d long-lived connections, leaked %d VIPs (%s)", res.Broken, leaked, what)
 	}
@@ -106,7 +107,7 @@ func timeline(p *pair, t0 time.Time) []string {
 				}
 				msg := m[2]
 				keep := false
-				for _, k := range []string{"VRRP transition", "VIP bound", "VIP released", "sync daemon", "directord stopping"} {
+				for _, k := range []string{"VRRP transition", "VIP bound", "VIP released", "sync daemon", "directord stopping", "drill"} {
 					keep = keep || strings.Contains(msg, k)
 				}
 				if keep {

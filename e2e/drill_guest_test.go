@@ -176,12 +176,14 @@ func scenarios() []scenario {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			out, err := p.d[0].h.Run(ctx, filepath.Join(binDir(), "directorctl"), "-s", p.d[0].socket(), "drill", "VI_1")
+			// The master hands over and, with --return, takes the instance
+			// back after one Master_Down_Interval.
+			out, err := p.d[0].h.Run(ctx, filepath.Join(binDir(), "directorctl"), "-s", p.d[0].socket(), "drill", "VI_1", "--return")
 			if err != nil {
-				p.note("directorctl drill VI_1: %v: %s", err, strings.TrimSpace(string(out)))
+				p.note("directorctl drill VI_1 --return: %v: %s", err, strings.TrimSpace(string(out)))
 				return nil
 			}
-			p.awaitState(1, "MASTER", 10*time.Second)
+			p.t.Logf("directorctl drill VI_1 --return on lb1:\n%s", out)
 			return nil
 		}},
 		{id: "5", name: "real server dies, returns", action: serverDrill("rs1", "nrs1")},
@@ -297,10 +299,12 @@ func pick(ids ...string) []scenario {
 }
 
 // outageBound is what the CI drill allows a client-visible outage: the
-// backup's Master_Down_Interval (3 × advert + Skew_Time) plus 2 s for
-// the gratuitous ARP, the client's 10 ms pacing and, above all, qemu's
-// software emulation, which runs everything about ten times slower.
-func outageBound() time.Duration { return masterDown() + 2*time.Second }
+// backup's Master_Down_Interval (3 × advert + Skew_Time) plus 3 s of
+// slack for the gratuitous ARP, a SYN lost in the handover (the client
+// retransmits it after 1 s) and, above all, qemu's software emulation,
+// which runs everything about ten times slower and stalls now and then
+// when the VM tier boots other guests beside this one.
+func outageBound() time.Duration { return masterDown() + 3*time.Second }
 
 // The short drill set CI runs (issue 10: 1, 2, 5, 7) with directord and
 // connection sync on: no outage above outageBound, no long-lived
@@ -315,7 +319,7 @@ func TestGuestDrillCI(t *testing.T) {
 	for _, sc := range pick("1", "2", "5", "7") {
 		r := p.drill(sc)
 		if r.Outage > outageBound() {
-			t.Errorf("scenario %s (%s): outage %v, bound %v (Master_Down_Interval %v + 2 s)", sc.id, sc.name, r.Outage, outageBound(), masterDown())
+			t.Errorf("scenario %s (%s): outage %v, bound %v (Master_Down_Interval %v + 3 s)", sc.id, sc.name, r.Outage, outageBound(), masterDown())
 		}
 		if r.Broken != 0 {
 			t.Errorf("scenario %s (%s): %d long-lived connections broke with sync on: %s", sc.id, sc.name, r.Broken, r.BrokenWhy)

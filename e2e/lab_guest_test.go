@@ -227,8 +227,11 @@ type director struct {
 	dir  string
 	cfg  string
 	runs []*netlab.Proc // every run, the current one last
-	// preempt is written into the next configuration.
-	preempt bool
+	// preempt, preemptDelay and metrics (node.metrics_address) are
+	// written into the next configuration.
+	preempt      bool
+	preemptDelay time.Duration
+	metrics      string
 }
 
 var (
@@ -237,7 +240,7 @@ var (
 )
 
 func (l *lab) director(kind string, i int) *director {
-	d := &director{t: l.t, l: l, i: i, kind: kind, h: l.lbh[i], dir: l.t.TempDir(), preempt: true}
+	d := &director{t: l.t, l: l, i: i, kind: kind, h: l.lbh[i], dir: l.t.TempDir(), preempt: true, preemptDelay: labPreemptDelay}
 	if kind == "directord" {
 		d.cfg = filepath.Join(d.dir, "directord.yaml")
 	} else {
@@ -266,12 +269,16 @@ func (d *director) writeConfig() {
 }
 
 func (d *director) directordConfig() string {
-	preempt := fmt.Sprintf("preempt: true\n      preempt_delay: %v", labPreemptDelay)
+	preempt := fmt.Sprintf("preempt: true\n      preempt_delay: %v", d.preemptDelay)
 	if !d.preempt {
 		preempt = "preempt: false"
 	}
+	metrics := ""
+	if d.metrics != "" {
+		metrics = ", metrics_address: " + d.metrics
+	}
 	check := fmt.Sprintf("{type: http, path: /healthz, expect_status: [200], interval: %v, timeout: %v, rise: 1, fall: 2}", labCheck, labCheck)
-	return fmt.Sprintf(`node: {name: %[1]s, state_dir: %[2]s/state, control_socket: %[3]s, log: {level: info, format: text}}
+	return fmt.Sprintf(`node: {name: %[1]s, state_dir: %[2]s/state, control_socket: %[3]s, log: {level: info, format: text}%[10]s}
 vrrp:
   instances:
     - name: VI_1
@@ -300,11 +307,11 @@ ipvs:
       sorry_server: {address: "198.51.100.30:8080"}
       real_servers: [{address: "198.51.100.11:8080"}, {address: "198.51.100.12:8080"}, {address: "198.51.100.13:8080"}]
 sync: {interface: eth1, sync_id: 51, follow: VI_1, resync_on_backup: false}
-`, d.name(), d.dir, d.socket(), d.priority(), labAdvert, preempt, labVIP, labGateway, check)
+`, d.name(), d.dir, d.socket(), d.priority(), labAdvert, preempt, labVIP, labGateway, check, metrics)
 }
 
 func (d *director) keepalivedConfig() string {
-	preempt := fmt.Sprintf("preempt_delay %g", labPreemptDelay.Seconds())
+	preempt := fmt.Sprintf("preempt_delay %g", d.preemptDelay.Seconds())
 	if !d.preempt {
 		preempt = "nopreempt"
 	}

@@ -94,3 +94,27 @@ func printTable(w io.Writer, rows []string) {
 		fmt.Fprintln(w, strings.Join(notes, "\n"))
 	}
 }
+
+// BenchmarkVMSoak (make soak) runs the soak: DIRECTORD_E2E_SOAK failovers
+// (default 200), alternating directorctl drill and SIGKILL, and prints
+// what the surviving director holds before and after.
+func BenchmarkVMSoak(b *testing.B) {
+	var env []string
+	if v := os.Getenv("DIRECTORD_E2E_SOAK"); v != "" {
+		env = append(env, "DIRECTORD_E2E_SOAK="+v)
+	}
+	var soak string
+	vmtest.RunB(b, vmtest.Options{Run: "^TestGuestSoak$", Binaries: binaries, Env: env, Timeout: 60 * time.Minute,
+		Console: func(line string) {
+			if i := strings.Index(line, "SOAK "); i >= 0 {
+				soak = line[i:]
+			}
+			if strings.Contains(line, "soak_guest_test.go") || strings.Contains(line, "--- FAIL") {
+				fmt.Println("guest|", line)
+			}
+		}})
+	if soak == "" {
+		b.Fatal("the guest reported no soak result")
+	}
+	fmt.Println(soak)
+}
