@@ -50,6 +50,12 @@ func (e *Engine) realtime() {
 // when node.lock_memory asks for it, so that no page fault (of the heap,
 // a stack, the binary's text) can stall the timing loop.
 //
+// MCL_ONFAULT locks pages as they are first touched instead of faulting
+// every mapped page in: without it the Go runtime's heap arena and
+// reservations would be populated and locked whole (about 140 MB resident
+// for an idle daemon instead of 15 MB). A touched page stays resident, so
+// no later fault has to wait for I/O.
+//
 // MCL_FUTURE makes every later mapping of the Go runtime count against
 // RLIMIT_MEMLOCK; past the limit such a mapping fails and the runtime
 // dies. So memory is only locked when the limit cannot bite: with
@@ -66,7 +72,7 @@ func (e *Engine) lockMemory() {
 		e.problem(msg)
 		return
 	}
-	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
+	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT); err != nil {
 		msg := fmt.Sprintf("cannot lock memory (mlockall): %v", err)
 		e.log.Warn(msg+"; a page fault can delay adverts", "error", err)
 		e.problem(msg)
