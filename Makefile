@@ -59,14 +59,19 @@ fuzz:
 # installing 1,000 services x 10 real servers, directord vs ipvsadm -R in
 # one VM run, then one change on top (qemu guest; skips without it). Health
 # checks: 10,000 tcp checks on the host (CPU, RSS), and 1,000 checks,
-# directord vs keepalived's checker, in the VM.
+# directord vs keepalived's checker, in the VM. End to end: every failover
+# drill under load, directord vs keepalived (VM). The run is kept in
+# $(BIN)/bench and written up as docs/benchmarks.md, with the machine.
 bench:
-	$(GO) test -run '^$$' -bench '^BenchmarkAdvertSendReceive$$' -benchmem ./vrrp
-	$(GO) test -run '^$$' -bench '^BenchmarkNetnsTakeover$$' -benchtime 1x -timeout 20m ./vrrp
-	$(GO) test -run '^$$' -bench '^BenchmarkNetnsSaturated$$' -benchtime 1x -timeout 20m ./vrrp
-	$(GO) test -run '^$$' -bench '^BenchmarkVMInstall$$' -benchtime 1x -timeout 20m ./ipvs
-	$(GO) test -run '^$$' -bench '^BenchmarkNetnsChecks$$' -benchtime 1x -timeout 20m ./healthcheck
-	$(GO) test -run '^$$' -bench '^BenchmarkVMChecks$$' -benchtime 1x -timeout 20m ./internal/daemon
+	rm -rf $(BIN)/bench
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkAdvertSendReceive$$' -benchmem ./vrrp
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkNetnsTakeover$$' -benchtime 1x -timeout 20m ./vrrp
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkNetnsSaturated$$' -benchtime 1x -timeout 20m ./vrrp
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkVMInstall$$' -benchtime 1x -timeout 20m ./ipvs
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkNetnsChecks$$' -benchtime 1x -timeout 20m ./healthcheck
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkVMChecks$$' -benchtime 1x -timeout 20m ./internal/daemon
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkVMDrill$$' -benchtime 1x -timeout 40m ./e2e
+	scripts/bench-report.sh $(BIN)/bench >docs/benchmarks.md
 
 # The demo lab (e2e): a director pair, DR and NAT services, real servers
 # and a client; status, the IPVS table and one drill under load. In

@@ -200,6 +200,13 @@ func scenarios() []scenario {
 			p.awaitState(1, "MASTER", 10*time.Second)
 			time.Sleep(2 * time.Second)
 			run(p.t, h, "nft", "delete table inet partition")
+			// Whose MAC the client and a NAT real server use for the two
+			// VIPs after the heal.
+			time.Sleep(2 * time.Second)
+			p.t.Logf("after the heal: lb1 eth0 %s eth2 %s, lb2 eth0 %s eth2 %s; client: %s; nrs1: %s",
+				p.l.lbh[0].MAC(), p.l.lbh[0].Link("eth2").MAC, p.l.lbh[1].MAC(), p.l.lbh[1].Link("eth2").MAC,
+				strings.TrimSpace(run(p.t, p.l.client, "ip", "neigh", "show", labVIP)),
+				strings.TrimSpace(run(p.t, p.l.reals[3].h, "ip", "neigh", "show", labGateway)))
 			return nil
 		}},
 		{id: "8", name: "20 reloads", action: func(p *pair) map[string]bool {
@@ -246,6 +253,9 @@ func (p *pair) drill(sc scenario) row {
 	ld, err := startLoad(p.l.client)
 	if err != nil {
 		t.Fatalf("%s, scenario %s: %v\n%s\n%s", p.kind, sc.id, err, p.d[0].tail(), p.d[1].tail())
+	}
+	if ld.retried > 0 {
+		p.note("the long-lived connections needed %d more dials to open", ld.retried)
 	}
 	time.Sleep(time.Second)
 	if sc.moves {
@@ -313,11 +323,17 @@ func outageBound() time.Duration { return masterDown() + 3*time.Second }
 // changes each drill must make.
 func TestGuestDrillCI(t *testing.T) {
 	l := newLab(t)
+	l.metrics = true
 	p := l.startPair("directord")
 	defer p.stop()
 	want := map[string]int{"1": 2, "2": 2, "5": 0, "7": 1}
-	for _, sc := range pick("1", "2", "5", "7") {
+	var base usage
+	for i, sc := range pick("1", "2", "5", "7") {
 		r := p.drill(sc)
+		if i == 0 {
+			// lb2 lives through every drill; it has been master once now.
+			base = measure(t, p.d[1])
+		}
 		if r.Outage > outageBound() {
 			t.Errorf("scenario %s (%s): outage %v, bound %v (Master_Down_Interval %v + 3 s)", sc.id, sc.name, r.Outage, outageBound(), masterDown())
 		}
@@ -336,6 +352,13 @@ func TestGuestDrillCI(t *testing.T) {
 		if r.LongRounds == 0 || r.Attempts == 0 {
 			t.Errorf("scenario %s (%s): no load ran", sc.id, sc.name)
 		}
+	}
+	// Nothing leaks in the director that lived through the drills.
+	time.Sleep(2 * time.Second)
+	end := measure(t, p.d[1])
+	t.Logf("lb2 after drill 1: %v; at the end: %v", base, end)
+	if end.fds > base.fds || end.goroutines > base.goroutines+5 {
+		t.Errorf("lb2 went from %v after drill 1 to %v after the drills", base, end)
 	}
 }
 

@@ -71,6 +71,8 @@ type lab struct {
 	sorry    []*realServer
 	syncSeg  *netlab.Segment
 	realsSeg *netlab.Segment
+	// metrics gives the directors a metrics listener (directord).
+	metrics bool
 }
 
 func newLab(t *testing.T) *lab {
@@ -241,6 +243,9 @@ var (
 
 func (l *lab) director(kind string, i int) *director {
 	d := &director{t: l.t, l: l, i: i, kind: kind, h: l.lbh[i], dir: l.t.TempDir(), preempt: true, preemptDelay: labPreemptDelay}
+	if l.metrics {
+		d.metrics = "127.0.0.1:9580"
+	}
 	if kind == "directord" {
 		d.cfg = filepath.Join(d.dir, "directord.yaml")
 	} else {

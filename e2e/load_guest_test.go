@@ -47,6 +47,8 @@ type load struct {
 
 	long     []*longConn
 	longDone sync.WaitGroup
+	// retried counts failed dials of the long-lived connections.
+	retried int
 }
 
 // attempt is one new connection: when it started, how long it took to
@@ -102,10 +104,20 @@ func startLoad(client *netlab.Host) (*load, error) {
 	ld := &load{client: client, stop: make(chan struct{}), failWhy: map[string]int{}}
 	for i := range loadLong {
 		lc := &longConn{target: loadTargets[i%2]}
-		c, err := dial(client, lc.target, loadTimeout)
-		if err != nil {
-			ld.close()
-			return nil, fmt.Errorf("long-lived connection %d to %s: %w", i, lc.target, err)
+		// What the previous drill left may still be settling (a client or
+		// real server that has not learned the master's address yet):
+		// retry for a while, and say so.
+		var c net.Conn
+		var err error
+		for try := 1; ; try++ {
+			if c, err = dial(client, lc.target, loadTimeout); err == nil {
+				break
+			}
+			if try == 10 {
+				ld.close()
+				return nil, fmt.Errorf("long-lived connection %d to %s: %d attempts: %w", i, lc.target, try, err)
+			}
+			ld.retried++
 		}
 		ld.long = append(ld.long, lc)
 		ld.longDone.Add(1)

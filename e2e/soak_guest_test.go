@@ -82,10 +82,10 @@ func TestGuestSoak(t *testing.T) {
 		n, _ = strconv.Atoi(v)
 	}
 	l := newLab(t)
+	l.metrics = true
 	p := &pair{t: t, l: l, kind: "directord", d: [2]*director{l.director("directord", 0), l.director("directord", 1)}}
 	for _, d := range p.d {
 		d.preemptDelay = 0
-		d.metrics = fmt.Sprintf("127.0.0.1:%d", 9580)
 	}
 	p.d[0].start()
 	p.d[0].waitState("MASTER", 20*time.Second)
