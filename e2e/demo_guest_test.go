@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/directord/directord/internal/vmtest"
 )
 
 // say prints a demo line; the host prints what follows "DEMO| ".
@@ -22,7 +24,11 @@ func say(format string, args ...any) {
 // master, one drill under load with its timeline, and the cleanup.
 func TestGuestDemo(t *testing.T) {
 	began := time.Now()
-	say("== lab: network namespaces in a qemu guest (Debian's kernel, with IPVS)")
+	where := "on this host, whose kernel has IPVS"
+	if vmtest.InGuest() {
+		where = "in a qemu guest (Debian's kernel, with IPVS)"
+	}
+	say("== lab: network namespaces %s", where)
 	say(`
    client 192.0.2.100 ─┐
    rs1..rs3 .21-.23   ─┤ LAN 192.0.2.0/24   VIP 192.0.2.50  DR :80  NAT :8080

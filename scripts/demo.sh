@@ -20,7 +20,9 @@ host_ipvs() {
 
 if host_ipvs; then
 	echo "demo: the host kernel has IPVS: the lab runs in network namespaces on the host"
-	DIRECTORD_E2E_BIN="$PWD/bin" go test -tags vmguest -count=1 -run '^TestGuestDemo$' -timeout 5m ./e2e |
+	bin=$PWD/bin
+	cd e2e # local directory mode: go test shows a passing test's output
+	DIRECTORD_E2E_BIN=$bin go test -tags vmguest -count=1 -run '^TestGuestDemo$' -timeout 5m |
 		sed -E 's/^DEMO\| //'
 else
 	echo "demo: the host kernel has no IPVS: the lab runs in the qemu guest (Debian's kernel)"
