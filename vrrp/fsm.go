@@ -315,6 +315,11 @@ func (m *Machine) timeout(now time.Time) Actions {
 // backupAdvert is RFC 5798 6.4.2 "If an ADVERTISEMENT is received".
 func (m *Machine) backupAdvert(now time.Time, ev Event) Actions {
 	if ev.Priority == 0 {
+		if m.master.IsValid() && ev.Src != m.master {
+			// Not the master we follow: a second master of a healed
+			// split brain stepping down. Ours is alive.
+			return Actions{}
+		}
 		// The master is leaving: take over after Skew_Time only.
 		m.masterDownAt = now.Add(m.SkewTime())
 		m.leaving = ev.Src
@@ -352,10 +357,11 @@ func (m *Machine) holdPreempt(now time.Time) bool {
 // masterAdvert is RFC 5798 6.4.3 "If an ADVERTISEMENT is received".
 func (m *Machine) masterAdvert(now time.Time, ev Event) Actions {
 	if ev.Priority == 0 {
-		// A router is leaving and its backups may be about to take over:
-		// assert ourselves at once.
+		// Another master is leaving (a split brain healing: it heard us
+		// and stepped down): assert ourselves at once, and re-announce
+		// the addresses, which hosts may have learnt from it meanwhile.
 		m.adverAt = now.Add(m.cfg.Interval)
-		return Actions{Send: true, SendPriority: m.priority}
+		return Actions{Send: true, SendPriority: m.priority, Announce: true}
 	}
 	if ev.Priority > m.priority || (ev.Priority == m.priority && ev.Src.Compare(m.cfg.Primary) > 0) {
 		if m.cfg.Version == 3 && ev.Interval > 0 {
@@ -366,7 +372,12 @@ func (m *Machine) masterAdvert(now time.Time, ev Event) Actions {
 		if ev.Priority == m.priority {
 			reason = fmt.Sprintf("advert from %s with equal priority %d and a higher address", ev.Src, ev.Priority)
 		}
-		return m.becomeBackup(now, reason)
+		// Stepping down, say so with priority 0: the other master may
+		// have missed our adverts (a partition) and hosts may have
+		// learnt the addresses from us; it re-announces them on this.
+		a := m.becomeBackup(now, reason)
+		a.Send, a.SendPriority = true, 0
+		return a
 	}
 	// Another master with a lower priority: two masters (a partition
 	// healed, a peer that missed our adverts). The RFC discards the advert

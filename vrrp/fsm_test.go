@@ -115,21 +115,30 @@ func TestMachineRFCScenarios(t *testing.T) {
 			// A late timer (the process was stalled) re-arms from now.
 			{5 * time.Second, Event{Kind: EvTimeout}, send(255), StateMaster, 6 * time.Second},
 		}},
-		{"RFC 5798 6.4.3: a higher-priority advert sends the master to Backup", cfg(100), []step{
+		{"RFC 5798 6.4.3: a higher-priority advert sends the master to Backup, which says so with priority 0", cfg(100), []step{
 			{0, Event{Kind: EvStartup}, tr(StateInit, StateBackup), StateBackup, 3*time.Second + skew100},
 			{3*time.Second + skew100, Event{Kind: EvTimeout}, join(tr(StateBackup, StateMaster), send(100)), StateMaster, 4*time.Second + skew100},
-			{4 * time.Second, advert(200, time.Second, peerLo), tr(StateMaster, StateBackup), StateBackup, 7*time.Second + skew100},
+			{4 * time.Second, advert(200, time.Second, peerLo), join(tr(StateMaster, StateBackup), send(0)), StateBackup, 7*time.Second + skew100},
 		}},
 		{"RFC 5798 6.4.3: equal priority, the higher primary address wins", cfg(100), []step{
 			{0, Event{Kind: EvStartup}, tr(StateInit, StateBackup), StateBackup, 3*time.Second + skew100},
 			{3*time.Second + skew100, Event{Kind: EvTimeout}, join(tr(StateBackup, StateMaster), send(100)), StateMaster, 4*time.Second + skew100},
 			// Lower address with equal priority: we stay master and answer at once.
 			{4 * time.Second, advert(100, time.Second, peerLo), Actions{Send: true, SendPriority: 100, Announce: true}, StateMaster, 5 * time.Second},
-			{4500 * time.Millisecond, advert(100, time.Second, peerHi), tr(StateMaster, StateBackup), StateBackup, 7500*time.Millisecond + skew100},
+			{4500 * time.Millisecond, advert(100, time.Second, peerHi), join(tr(StateMaster, StateBackup), send(0)), StateBackup, 7500*time.Millisecond + skew100},
 		}},
-		{"RFC 5798 6.4.3: priority 0 from another router makes the master advertise at once", cfg(255), []step{
+		{"RFC 5798 6.4.3: priority 0 from another router makes the master advertise and re-announce at once", cfg(255), []step{
 			{0, Event{Kind: EvStartup}, join(tr(StateInit, StateMaster), send(255)), StateMaster, time.Second},
-			{300 * time.Millisecond, advert(0, time.Second, peerLo), send(255), StateMaster, 1300 * time.Millisecond},
+			{300 * time.Millisecond, advert(0, time.Second, peerLo), Actions{Send: true, SendPriority: 255, Announce: true}, StateMaster, 1300 * time.Millisecond},
+		}},
+		{"a backup ignores priority 0 from a router that is not the master it follows", cfg(100), []step{
+			{0, Event{Kind: EvStartup}, tr(StateInit, StateBackup), StateBackup, 3*time.Second + skew100},
+			{time.Second, advert(150, time.Second, peerHi), Actions{}, StateBackup, 4*time.Second + skew100},
+			// A second master of a healed split brain steps down: the
+			// one we follow is alive, so no Skew_Time takeover.
+			{1500 * time.Millisecond, advert(0, time.Second, peerLo), Actions{}, StateBackup, 4*time.Second + skew100},
+			// Our master leaving still counts.
+			{2 * time.Second, advert(0, time.Second, peerHi), Actions{}, StateBackup, 2*time.Second + skew100},
 		}},
 		{"RFC 5798 6.4.3: shutdown of a master sends priority 0", cfg(255), []step{
 			{0, Event{Kind: EvStartup}, join(tr(StateInit, StateMaster), send(255)), StateMaster, time.Second},

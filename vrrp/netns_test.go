@@ -213,7 +213,11 @@ func twoNodes(t *testing.T, lab *netlab.Lab, seg *netlab.Segment, vrrp func(i in
 
 // Split brain: a partition of the VRRP path (nftables in one namespace)
 // gives two masters; when it heals the lower priority steps down within
-// one advert interval, because the higher master answers its advert at once.
+// one advert interval, because the higher master answers its advert at once
+// (or, if the lower one heard the higher first, because it says priority 0
+// as it steps down). Either way the remaining master re-announces the VIP,
+// so a client that followed the other master's gratuitous ARP during the
+// split comes back.
 func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 	lab := netlab.New(t)
 	nodes := twoNodes(t, lab, nil, func(i int) string {
@@ -222,6 +226,23 @@ func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 	lb1, lb2 := nodes[0], nodes[1]
 	lb2.waitState("VI_1", "MASTER", 3*time.Second)
 	lb1.waitState("VI_1", "BACKUP", 3*time.Second)
+	client := lab.AddHost("client", "192.0.2.100/24")
+	if mac := reachVIP(t, client); mac != lb2.h.MAC().String() {
+		t.Fatalf("client reaches the VIP at %s, want lb2's %s", mac, lb2.h.MAC())
+	}
+	neighMAC := func() string {
+		out, err := client.Run(context.Background(), "ip", "neigh", "show", "192.0.2.50")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := splitFields(string(out))
+		for i := range f {
+			if f[i] == "lladdr" && i+1 < len(f) {
+				return f[i+1]
+			}
+		}
+		return ""
+	}
 
 	nft := func(args ...string) {
 		t.Helper()
@@ -238,6 +259,14 @@ func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 	if s := lb2.stateOf("VI_1"); s != "MASTER" {
 		t.Fatalf("lb2 is %s during the partition, want MASTER (two masters)", s)
 	}
+	// lb1's gratuitous ARP moves the client to lb1 during the split.
+	deadline := time.Now().Add(2 * time.Second)
+	for neighMAC() != lb1.h.MAC().String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("during the split the client's entry stayed %s, want lb1's %s", neighMAC(), lb1.h.MAC())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	healed := time.Now()
 	nft("delete table inet partition")
@@ -253,6 +282,15 @@ func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 	if lb1.hasAddr("192.0.2.50/32") {
 		t.Error("lb1 kept the VIP after stepping down")
 	}
+	// The client's entry is back on lb2 without the client asking.
+	deadline = time.Now().Add(time.Second)
+	for neighMAC() != lb2.h.MAC().String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the heal the client's entry for the VIP is %s, want lb2's %s (no re-announcement)", neighMAC(), lb2.h.MAC())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("client back on lb2 %v after the heal", time.Since(healed).Round(time.Millisecond))
 }
 
 // Unicast mode: adverts go to the configured peers only, and adverts from
