@@ -49,14 +49,24 @@ type load struct {
 	longDone sync.WaitGroup
 	// retried counts failed dials of the long-lived connections.
 	retried int
+	// stalls records how late a 10 ms sleep of the client woke up: the
+	// guest's own stalls (qemu descheduled on a busy host), which delay
+	// every process in it alike.
+	stalls []stall
+}
+
+type stall struct {
+	at   time.Time
+	late time.Duration
 }
 
 // attempt is one new connection: when it started, how long it took to
 // answer, whether it did.
 type attempt struct {
-	start time.Time
-	took  time.Duration
-	ok    bool
+	target string
+	start  time.Time
+	took   time.Duration
+	ok     bool
 }
 
 type longConn struct {
@@ -124,8 +134,9 @@ func startLoad(client *netlab.Host) (*load, error) {
 		go ld.exchange(lc, c)
 	}
 	ld.start = time.Now()
-	ld.wg.Add(1)
+	ld.wg.Add(2)
 	go ld.newConns()
+	go ld.probeStalls()
 	return ld, nil
 }
 
@@ -184,7 +195,7 @@ func (ld *load) newConns() {
 			}()
 			ld.mu.Lock()
 			defer ld.mu.Unlock()
-			ld.tries = append(ld.tries, attempt{start: start, took: time.Since(start), ok: err == nil})
+			ld.tries = append(ld.tries, attempt{target: target, start: start, took: time.Since(start), ok: err == nil})
 			if err != nil {
 				why := err.Error()
 				if i := strings.LastIndex(why, ": "); i >= 0 {
@@ -194,6 +205,24 @@ func (ld *load) newConns() {
 				return
 			}
 		}(loadTargets[n%2])
+	}
+}
+
+func (ld *load) probeStalls() {
+	defer ld.wg.Done()
+	for {
+		select {
+		case <-ld.stop:
+			return
+		default:
+		}
+		t0 := time.Now()
+		time.Sleep(10 * time.Millisecond)
+		if late := time.Since(t0) - 10*time.Millisecond; late > 50*time.Millisecond {
+			ld.mu.Lock()
+			ld.stalls = append(ld.stalls, stall{t0, late})
+			ld.mu.Unlock()
+		}
 	}
 }
 
@@ -226,6 +255,8 @@ type loadResult struct {
 	Broken, BrokenDead int
 	BrokenWhy          string
 	LongRounds         int64
+	// Stall is the guest's longest stall in the window (see load.stalls).
+	Stall time.Duration
 }
 
 // result ends the load and measures the window [from, to].
@@ -234,6 +265,11 @@ func (ld *load) result(from, to time.Time, dead map[string]bool) loadResult {
 	var r loadResult
 	ld.mu.Lock()
 	tries := slices.Clone(ld.tries)
+	for _, st := range ld.stalls {
+		if !st.at.Before(from) && !st.at.After(to) && st.late > r.Stall {
+			r.Stall = st.late
+		}
+	}
 	var why []string
 	for k, v := range ld.failWhy {
 		why = append(why, fmt.Sprintf("%d× %s", v, k))
@@ -242,30 +278,33 @@ func (ld *load) result(from, to time.Time, dead map[string]bool) loadResult {
 	r.FailWhy = strings.Join(why, "; ")
 	ld.mu.Unlock()
 	slices.SortFunc(tries, func(a, b attempt) int { return a.start.Compare(b.start) })
-	lastOK, failing := from, false
-	for _, a := range tries {
-		if a.start.Before(from) || a.start.After(to) {
-			continue
-		}
-		r.Attempts++
-		if !a.ok {
-			r.Failed++
-			failing = true
-			continue
+	// Each service on its own: DR answering does not hide NAT failing.
+	for _, target := range loadTargets {
+		lastOK, failing := from, false
+		for _, a := range tries {
+			if a.target != target || a.start.Before(from) || a.start.After(to) {
+				continue
+			}
+			r.Attempts++
+			if !a.ok {
+				r.Failed++
+				failing = true
+				continue
+			}
+			if failing {
+				if gap := a.start.Sub(lastOK); gap > r.Outage {
+					r.Outage, r.OutageAt = gap, lastOK.Sub(from)
+				}
+			}
+			if a.took > r.Outage {
+				r.Outage, r.OutageAt = a.took, a.start.Sub(from)
+			}
+			lastOK, failing = a.start, false
 		}
 		if failing {
-			if gap := a.start.Sub(lastOK); gap > r.Outage {
+			if gap := to.Sub(lastOK); gap > r.Outage {
 				r.Outage, r.OutageAt = gap, lastOK.Sub(from)
 			}
-		}
-		if a.took > r.Outage {
-			r.Outage, r.OutageAt = a.took, a.start.Sub(from)
-		}
-		lastOK, failing = a.start, false
-	}
-	if failing {
-		if gap := to.Sub(lastOK); gap > r.Outage {
-			r.Outage, r.OutageAt = gap, lastOK.Sub(from)
 		}
 	}
 	var bwhy []string
@@ -287,6 +326,29 @@ func (ld *load) result(from, to time.Time, dead map[string]bool) loadResult {
 	}
 	r.BrokenWhy = strings.Join(bwhy, "; ")
 	return r
+}
+
+// serving reports whether the last n new connections to each service
+// all succeeded.
+func (ld *load) serving(n int) bool {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	for _, target := range loadTargets {
+		seen := 0
+		for i := len(ld.tries) - 1; i >= 0 && seen < n; i-- {
+			if ld.tries[i].target != target {
+				continue
+			}
+			if !ld.tries[i].ok {
+				return false
+			}
+			seen++
+		}
+		if seen < n {
+			return false
+		}
+	}
+	return true
 }
 
 // servers counts the long-lived connections per real server.

@@ -72,18 +72,18 @@ func BenchmarkVMDrill(b *testing.B) {
 // printTable prints the guest's DRILL-ROW lines as the drill table.
 func printTable(w io.Writer, rows []string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IMPL\t#\tSCENARIO\tOUTAGE ms\tFAILED NEW\tBROKEN LONG\tTRANSITIONS\tLEAKED VIPS")
+	fmt.Fprintln(tw, "IMPL\t#\tSCENARIO\tOUTAGE ms\tFAILED NEW\tBROKEN LONG\tTRANSITIONS\tLEAKED VIPS\tGUEST STALL ms")
 	var notes []string
 	for _, r := range rows {
 		f := strings.Split(r, "\t")
-		if len(f) < 12 {
+		if len(f) < 13 {
 			continue
 		}
-		impl, id, name, outage, failed, attempts, broken, brokenDead, trans, leaked, note := f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]
+		impl, id, name, outage, failed, attempts, broken, brokenDead, trans, leaked, stall, note := f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12]
 		if brokenDead != "0" {
 			broken += " (+" + brokenDead + " on stopped servers)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n", impl, id, name, outage, failed, attempts, broken, trans, leaked)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\n", impl, id, name, outage, failed, attempts, broken, trans, leaked, stall)
 		if n := strings.Trim(note, " |"); n != "" {
 			notes = append(notes, fmt.Sprintf("  %s %s: %s", impl, id, n))
 		}
