@@ -331,13 +331,6 @@ const stallLimit = 500 * time.Millisecond
 func TestGuestDrillCI(t *testing.T) {
 	l := newLab(t)
 	l.metrics = true
-	// directord does not announce its VIPs again when, as master, it hears
-	// a lower-priority advert (the end of a split brain), so hosts that
-	// followed the other master's gratuitous ARPs stay with it until their
-	// neighbour entry is probed (drill 7, docs/drills.md). A periodic
-	// re-announce bounds that; CI runs with it until directord re-announces
-	// by itself. make drill runs the default (no refresh) and shows the gap.
-	l.garpRefresh = time.Second
 	p := l.startPair("directord")
 	defer p.stop()
 	want := map[string]int{"1": 2, "2": 2, "5": 0, "7": 1}

@@ -73,8 +73,6 @@ type lab struct {
 	realsSeg *netlab.Segment
 	// metrics gives the directors a metrics listener (directord).
 	metrics bool
-	// garpRefresh is directord's vrrp garp.refresh (0: off, the default).
-	garpRefresh time.Duration
 }
 
 func newLab(t *testing.T) *lab {
@@ -279,9 +277,6 @@ func (d *director) directordConfig() string {
 	preempt := fmt.Sprintf("preempt: true\n      preempt_delay: %v", d.preemptDelay)
 	if !d.preempt {
 		preempt = "preempt: false"
-	}
-	if d.l.garpRefresh > 0 {
-		preempt += fmt.Sprintf("\n      garp: {refresh: %v}", d.l.garpRefresh)
 	}
 	metrics := ""
 	if d.metrics != "" {
