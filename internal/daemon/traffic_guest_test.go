@@ -34,8 +34,8 @@ func TestGuestTrafficFollowsHealthChecks(t *testing.T) {
 }
 
 const (
-	trafficInterval = 200 * time.Millisecond
-	trafficTimeout  = 300 * time.Millisecond
+	trafficInterval = 250 * time.Millisecond
+	trafficTimeout  = 200 * time.Millisecond
 	trafficFall     = 2
 	trafficRise     = 1
 	// trafficSlack covers applying the change and qemu's software
