@@ -23,7 +23,7 @@ machine. Do not edit by hand; run \`make bench\` again.
 | | |
 |---|---|
 | date | $(date -u '+%Y-%m-%d %H:%M UTC') |
-| commit | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)') |
+| commit | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ':!docs/benchmarks.md' 2>/dev/null || echo ' (with local changes)') |
 | CPU | ${cpu:-unknown}, $(nproc) cores${virt:+ (virtualization: $virt)} |
 | memory | $mem |
 | OS, kernel | $os, $(uname -r) (no IPVS: the IPVS benchmarks run in the qemu guest, TCG software emulation, about ten times slower) |
