@@ -59,7 +59,7 @@ func (e *Engine) Handover(name string) error {
 			return fmt.Errorf("%s is the address owner (priority 255): it cannot hand over", name)
 		}
 		now := time.Now()
-		in.drillHold, in.drillAt, in.drillPeerAt = true, now, time.Time{}
+		in.drillHold, in.drillPeerAt = true, time.Time{}
 		e.log.Info("VRRP drill: handing over to the peer", "instance", name)
 		e.apply(in, now, in.m.Handle(now, Event{Kind: EvPriority, Priority: 1}))
 		e.apply(in, now, in.m.Handle(now, Event{Kind: EvHandover, Reason: "drill: handed over to the peer"}))

@@ -66,11 +66,9 @@ type InstanceStats struct {
 	// the engine since start: how far scheduling delays came to eating the
 	// margin between Master_Down_Interval and a spurious takeover.
 	MaxTimerLateness time.Duration
-	// A drill: the instance is held at priority 1 since DrillStartedAt;
-	// the peer's first advert after the handover came at
-	// DrillPeerAdvertAt from DrillPeer.
+	// A drill holds the instance at priority 1; the peer's first advert
+	// after the handover came at DrillPeerAdvertAt from DrillPeer.
 	DrillHold         bool
-	DrillStartedAt    time.Time
 	DrillPeerAdvertAt time.Time
 	DrillPeer         netip.Addr
 }
@@ -101,10 +99,9 @@ type Engine struct {
 
 	trans [2]*transport // IPv4, IPv6
 	svc   chan serviceState
-	// updates carries reloads to the loop (update.go), calls other work
-	// that must run there (drill.go).
-	updates chan update
-	calls   chan call
+	// calls carries work that must run on the loop: reloads (update.go)
+	// and drills (drill.go).
+	calls chan call
 	// wakeFD is an eventfd in the loop's poll set: whatever sends the loop
 	// work on a channel writes it so the loop looks.
 	wakeFD int
@@ -182,7 +179,6 @@ type instance struct {
 	// A drill (drill.go) holds the instance at priority 1 until taken
 	// back, and records the peer's first advert after the handover.
 	drillHold   bool
-	drillAt     time.Time
 	drillPeerAt time.Time
 	drillPeer   netip.Addr
 }
@@ -203,7 +199,6 @@ func NewEngine(cfg *config.Config, opts EngineOptions) (*Engine, error) {
 		groups:   map[string][]*instance{},
 		vipAddrs: map[netip.Addr]bool{},
 		svc:      make(chan serviceState, 64),
-		updates:  make(chan update, 1),
 		calls:    make(chan call, 1),
 		wakeFD:   -1,
 		rtPrio:   cfg.Node.VRRPRTPriority,
@@ -501,8 +496,6 @@ func (e *Engine) events(links <-chan netlink.LinkUpdate, scripts *<-chan ScriptR
 			e.handleScript(s)
 		case s := <-e.svc:
 			e.handleService(s)
-		case u := <-e.updates:
-			u.reply <- e.applyUpdate(u.cfg)
 		case c := <-e.calls:
 			c.reply <- c.fn()
 		default:
@@ -1097,7 +1090,7 @@ func (e *Engine) publish() {
 	for i, in := range e.insts {
 		s := InstanceStats{Name: in.name, FaultReason: in.ownFault, AdvertsSent: in.sent.Load(), AdvertsRecv: in.recv.Load(),
 			Transitions: in.changes, LastReason: in.lastReason, LastChangedAt: in.lastAt,
-			DrillHold: in.drillHold, DrillStartedAt: in.drillAt, DrillPeerAdvertAt: in.drillPeerAt, DrillPeer: in.drillPeer}
+			DrillHold: in.drillHold, DrillPeerAdvertAt: in.drillPeerAt, DrillPeer: in.drillPeer}
 		if in.m != nil {
 			s.State, s.Priority, s.Master = in.m.State(), in.m.Priority(), in.m.Master()
 		}

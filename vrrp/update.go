@@ -1,7 +1,6 @@
 package vrrp
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -29,12 +28,7 @@ import (
 // Tracked scripts and sync groups are read at start: a reload that changes
 // them is refused, and so is the node's scheduling (applied at start).
 
-type update struct {
-	cfg   *config.Config
-	reply chan error
-}
-
-// updateTimeout bounds how long Update waits for the loop.
+// updateTimeout bounds how long a request waits for the loop to take it.
 const updateTimeout = 30 * time.Second
 
 // CheckUpdate reports whether cfg's vrrp section can be applied to the
@@ -56,14 +50,7 @@ func (e *Engine) CheckUpdate(old, cfg *config.Config) error {
 // Update applies cfg's vrrp section to the running engine as a difference
 // (see above) and returns once the loop has. Call CheckUpdate first.
 func (e *Engine) Update(cfg *config.Config) error {
-	u := update{cfg: cfg, reply: make(chan error, 1)}
-	select {
-	case e.updates <- u:
-		e.wake()
-	case <-time.After(updateTimeout):
-		return errors.New("VRRP engine did not take the update (not running?)")
-	}
-	return <-u.reply
+	return e.onLoop(func() error { return e.applyUpdate(cfg) })
 }
 
 // inPlace reports whether a and b differ only in what an instance can
@@ -128,7 +115,7 @@ func (e *Engine) applyUpdate(cfg *config.Config) error {
 		if keep[o] {
 			continue
 		}
-		if _, still := old[o.name]; still && !containsName(cfg, o.name) {
+		if !containsName(cfg, o.name) {
 			removed++
 		}
 		e.stopInstance(o, now)
