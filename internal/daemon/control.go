@@ -1,11 +1,10 @@
 package daemon
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/directord/directord/internal/config"
@@ -241,38 +240,20 @@ func (h *controlHandler) Health() (control.HealthReport, error) {
 	cfg := d.running.Load()
 	r := control.HealthReport{Checks: []control.Check{}}
 	d.histMu.Lock()
-	since := maps(d.checkSince)
+	since := maps.Clone(d.checkSince)
 	d.histMu.Unlock()
-	for i := range cfg.IPVS.VirtualServices {
-		vs := &cfg.IPVS.VirtualServices[i]
-		for j := range vs.RealServers {
-			rs := &vs.RealServers[j]
-			k := ipvs.RealKey(vs, rs)
-			c := control.Check{Service: vs.Name, Real: k.String(), Type: rs.Check.Type, State: "unchecked"}
-			if rs.Check.Type != "none" {
-				port := uint16(rs.Check.Port)
-				if port == 0 {
-					port = k.Port
-				}
-				c.Target = netip.AddrPortFrom(k.Address, port).String()
-				up, known, last := d.checks.Status(checkID(vs.Name, k))
-				c.State, c.Reason = healthWord(up, known), last.Reason
-				c.LatencyMS = float64(last.Latency.Microseconds()) / 1000
-				c.Since = since[checkID(vs.Name, k)]
-			}
-			r.Checks = append(r.Checks, c)
+	for _, rc := range realChecks(cfg) {
+		c := control.Check{Service: rc.service, Real: rc.key.String(), Type: rc.typ, State: "unchecked"}
+		if rc.checked() {
+			c.Target = netip.AddrPortFrom(rc.spec.Addr, rc.spec.Port).String()
+			up, known, last := d.checks.Status(rc.spec.ID)
+			c.State, c.Reason = healthWord(up, known), last.Reason
+			c.LatencyMS = float64(last.Latency.Microseconds()) / 1000
+			c.Since = since[rc.spec.ID]
 		}
+		r.Checks = append(r.Checks, c)
 	}
-	slices.SortStableFunc(r.Checks, func(a, b control.Check) int { return cmp.Compare(a.Service, b.Service) })
 	return r, nil
-}
-
-func maps[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // Reload asks the loop for a reload and waits for its result.

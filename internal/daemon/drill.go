@@ -48,19 +48,11 @@ func (h *controlHandler) Drill(name string, ret bool) (control.DrillReport, erro
 			return rep, err
 		}
 		step(t0, "priority-0 advert sent and VIPs released; this node BACKUP, held at priority 1")
-		deadline := t0.Add(limit)
-		for {
-			st, _ = d.instanceStats(name)
-			if !st.DrillPeerAdvertAt.IsZero() {
-				rep.PeerAdvertMS = ms(st.DrillPeerAdvertAt)
-				step(st.DrillPeerAdvertAt, fmt.Sprintf("first advert from %s as master", st.DrillPeer))
-				break
-			}
-			if time.Now().After(deadline) {
-				step(time.Now(), fmt.Sprintf("no advert from a peer within %v", limit))
-				break
-			}
-			time.Sleep(time.Millisecond)
+		if st, ok := d.waitInstance(name, t0.Add(limit), func(s vrrp.InstanceStats) bool { return !s.DrillPeerAdvertAt.IsZero() }); ok {
+			rep.PeerAdvertMS = ms(st.DrillPeerAdvertAt)
+			step(st.DrillPeerAdvertAt, fmt.Sprintf("first advert from %s as master", st.DrillPeer))
+		} else {
+			step(time.Now(), fmt.Sprintf("no advert from a peer within %v", limit))
 		}
 		if v := firstIPv4VIP(inCfg); v.IsValid() {
 			at, mac, err := vipAnswer(inCfg.Interface, v, t0.Add(limit))
@@ -79,20 +71,12 @@ func (h *controlHandler) Drill(name string, ret bool) (control.DrillReport, erro
 			return rep, err
 		}
 		step(back, "hold ended: back to the configured priority")
-		deadline := back.Add(limit)
-		for {
-			st, _ = d.instanceStats(name)
-			if st.State == vrrp.StateMaster {
-				now := time.Now()
-				rep.TakeBackMS = ms(now)
-				step(now, "MASTER again")
-				break
-			}
-			if time.Now().After(deadline) {
-				step(time.Now(), fmt.Sprintf("not MASTER again within %v (preempt off?)", limit))
-				break
-			}
-			time.Sleep(time.Millisecond)
+		if _, ok := d.waitInstance(name, back.Add(limit), func(s vrrp.InstanceStats) bool { return s.State == vrrp.StateMaster }); ok {
+			now := time.Now()
+			rep.TakeBackMS = ms(now)
+			step(now, "MASTER again")
+		} else {
+			step(time.Now(), fmt.Sprintf("not MASTER again within %v (preempt off?)", limit))
 		}
 	} else {
 		step(time.Now(), "held at priority 1: `directorctl drill "+name+" --return` takes mastership back")
@@ -107,6 +91,21 @@ func (d *Daemon) instanceStats(name string) (vrrp.InstanceStats, bool) {
 		}
 	}
 	return vrrp.InstanceStats{}, false
+}
+
+// waitInstance polls the instance's stats every millisecond until ok
+// accepts them or the deadline passes.
+func (d *Daemon) waitInstance(name string, deadline time.Time, ok func(vrrp.InstanceStats) bool) (vrrp.InstanceStats, bool) {
+	for {
+		st, _ := d.instanceStats(name)
+		if ok(st) {
+			return st, true
+		}
+		if time.Now().After(deadline) {
+			return st, false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func firstIPv4VIP(in *config.Instance) netip.Addr {

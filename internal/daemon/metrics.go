@@ -178,25 +178,20 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(mVIP, e.v, e.name)
 	}
 
-	for i := range cfg.IPVS.VirtualServices {
-		v := &cfg.IPVS.VirtualServices[i]
-		for j := range v.RealServers {
-			rs := &v.RealServers[j]
-			if rs.Check.Type == "none" {
-				continue
+	for _, rc := range realChecks(cfg) {
+		if !rc.checked() {
+			continue
+		}
+		up, known, last := d.checks.Status(rc.spec.ID)
+		if known {
+			b := 0.0
+			if up {
+				b = 1
 			}
-			k := ipvs.RealKey(v, rs)
-			up, known, last := d.checks.Status(checkID(v.Name, k))
-			if known {
-				b := 0.0
-				if up {
-					b = 1
-				}
-				gauge(mCheckUp, b, v.Name, k.String())
-			}
-			if last.Reason != "" {
-				gauge(mCheckLatency, last.Latency.Seconds(), v.Name, k.String())
-			}
+			gauge(mCheckUp, b, rc.service, rc.key.String())
+		}
+		if last.Reason != "" {
+			gauge(mCheckLatency, last.Latency.Seconds(), rc.service, rc.key.String())
 		}
 	}
 
