@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/directord/directord/internal/procstat"
 )
 
 // usage is what a directord process holds.
@@ -30,24 +33,15 @@ func measure(t *testing.T, d *director) usage {
 	t.Helper()
 	var u usage
 	pid := d.proc().Pid()
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
+	var rss int64
+	var err, err2, err3 error
+	u.fds, err = procstat.FDs(pid)
+	u.threads, err2 = procstat.Threads(pid)
+	rss, err3 = procstat.RSS(pid)
+	if err := errors.Join(err, err2, err3); err != nil {
 		t.Fatal(err)
 	}
-	u.fds = len(fds)
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(st), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "VmRSS:" {
-			u.rssKB, _ = strconv.Atoi(f[1])
-		}
-		if len(f) >= 2 && f[0] == "Threads:" {
-			u.threads, _ = strconv.Atoi(f[1])
-		}
-	}
+	u.rssKB = int(rss >> 10)
 	var c net.Conn
 	if err := d.h.Do(func() (err error) { c, err = net.DialTimeout("tcp4", d.metrics, 5*time.Second); return err }); err != nil {
 		t.Fatalf("%s metrics: %v", d.name(), err)

@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -142,34 +144,10 @@ func BenchmarkNetnsChecks(b *testing.B) {
 	if err := p.Wait(10 * time.Second); err != nil {
 		b.Fatalf("checker exit: %v\n%s", err, p.Output())
 	}
-	if want := fmt.Sprintf("TRANSITIONS up=%d down=0", benchChecks); !containsLine(p.Output(), want) {
+	if want := fmt.Sprintf("TRANSITIONS up=%d down=0", benchChecks); !slices.Contains(strings.Split(string(p.Output()), "\n"), want) {
 		b.Errorf("every check should have gone up once and stayed up; the helper said:\n%s", p.Output())
 	}
 	b.ReportMetric(cores, "cores")
 	b.ReportMetric(mb, "MB")
 	b.ReportMetric(probes, "probes/s")
-}
-
-func containsLine(out []byte, line string) bool {
-	for _, l := range splitLines(out) {
-		if l == line {
-			return true
-		}
-	}
-	return false
-}
-
-func splitLines(b []byte) []string {
-	var out []string
-	start := 0
-	for i, c := range b {
-		if c == '\n' {
-			out = append(out, string(b[start:i]))
-			start = i + 1
-		}
-	}
-	if start < len(b) {
-		out = append(out, string(b[start:]))
-	}
-	return out
 }

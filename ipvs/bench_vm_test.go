@@ -1,7 +1,6 @@
 package ipvs
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +28,7 @@ func BenchmarkVMInstall(b *testing.B) {
 			if strings.HasPrefix(line, "BENCH ") {
 				b.Log(line)
 			}
-			if r, ok := parseBenchLine(line); ok {
+			if r, ok := vmtest.BenchLine(line, "install"); ok {
 				result = r
 			}
 		},
@@ -49,37 +48,5 @@ func BenchmarkVMInstall(b *testing.B) {
 			b.Fatalf("the guest's BENCH install line has no %s", m.key)
 		}
 		b.ReportMetric(v, m.unit)
-	}
-}
-
-// parseBenchLine parses the guest's "BENCH install k=v ..." line.
-func parseBenchLine(line string) (map[string]float64, bool) {
-	_, rest, ok := strings.Cut(line, "BENCH install ")
-	if !ok {
-		return nil, false
-	}
-	r := map[string]float64{}
-	for _, f := range strings.Fields(rest) {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			continue
-		}
-		x, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			continue
-		}
-		r[k] = x
-	}
-	return r, len(r) > 0
-}
-
-func TestParseBenchLine(t *testing.T) {
-	r, ok := parseBenchLine("guest| BENCH install directord_ms=812.5 ipvsadm_ms=700.0 ratio=1.161 change_ops=1 change_ms=41.20 note=x")
-	if !ok || r["directord_ms"] != 812.5 || r["ipvsadm_ms"] != 700 || r["ratio"] != 1.161 ||
-		r["change_ops"] != 1 || r["change_ms"] != 41.2 || len(r) != 5 {
-		t.Errorf("parseBenchLine = %v, %v", r, ok)
-	}
-	if _, ok := parseBenchLine("BENCH rep 0 directord_ms=1"); ok {
-		t.Error("a per-repetition line parsed as the result")
 	}
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +32,7 @@ func BenchmarkVMChecks(b *testing.B) {
 			if strings.Contains(line, "BENCH ") {
 				b.Log(line)
 			}
-			if r, ok := parseBenchLine(line, "checks"); ok {
+			if r, ok := vmtest.BenchLine(line, "checks"); ok {
 				result = r
 			}
 		},
@@ -56,34 +55,5 @@ func BenchmarkVMChecks(b *testing.B) {
 			b.Fatalf("the guest's BENCH checks line has no %s", m.key)
 		}
 		b.ReportMetric(v, m.unit)
-	}
-}
-
-// parseBenchLine parses the guest's "BENCH NAME k=v ..." line.
-func parseBenchLine(line, name string) (map[string]float64, bool) {
-	_, rest, ok := strings.Cut(line, "BENCH "+name+" ")
-	if !ok {
-		return nil, false
-	}
-	r := map[string]float64{}
-	for _, f := range strings.Fields(rest) {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			continue
-		}
-		if x, err := strconv.ParseFloat(v, 64); err == nil {
-			r[k] = x
-		}
-	}
-	return r, len(r) > 0
-}
-
-func TestParseBenchLine(t *testing.T) {
-	r, ok := parseBenchLine("guest| BENCH checks directord_cpu=0.21 keepalived_cpu=0.30 cpu_ratio=0.700 note=x", "checks")
-	if !ok || r["directord_cpu"] != 0.21 || r["keepalived_cpu"] != 0.3 || r["cpu_ratio"] != 0.7 || len(r) != 3 {
-		t.Errorf("parseBenchLine = %v, %v", r, ok)
-	}
-	if _, ok := parseBenchLine("BENCH run lb1 cpu=1", "checks"); ok {
-		t.Error("a per-run line parsed as the result")
 	}
 }
