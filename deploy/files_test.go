@@ -94,6 +94,9 @@ func TestSystemdUnitHardening(t *testing.T) {
 	if !slices.Equal(caps, wantCaps) {
 		t.Errorf("CapabilityBoundingSet = %v, want %v", caps, wantCaps)
 	}
+	if f := strings.Join(u["Service.SystemCallFilter"], " "); !strings.Contains(f, "io_uring_setup") || !strings.Contains(f, "io_uring_enter") {
+		t.Errorf("SystemCallFilter = %q: without io_uring_setup and io_uring_enter a master's adverts are not queued in the kernel", f)
+	}
 	if _, ok := u["Service.User"]; ok {
 		t.Error("User= is set: directord needs root's uid for its capabilities and to switch checks to their user")
 	}

@@ -2,6 +2,7 @@ package vrrp
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -85,8 +86,9 @@ func (p *advertPair) once() {
 	b := p.backup
 	woke := b.poll(time.Now().Add(time.Second))
 	b.noteLateness(woke)
+	drained := time.Now()
 	b.receive()
-	b.timeouts()
+	b.timeouts(drained)
 }
 
 func TestAdvertSendReceiveDoesNotAllocate(t *testing.T) {
@@ -117,5 +119,38 @@ func BenchmarkAdvertSendReceive(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		p.once()
+	}
+}
+
+// A master's periodic adverts through the advert timer (timer.go): queuing
+// one in the kernel, and reaping the completions of those sent, allocates
+// nothing either.
+func TestAdvertTimerDoesNotAllocate(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	p := newAdvertPair(t)
+	m, in := p.master, p.mi
+	now := time.Now().Add(time.Second) // past the Master_Down_Timer
+	m.apply(in, now, in.m.Handle(now, Event{Kind: EvTimeout}))
+	if s := in.m.State(); s != StateMaster {
+		t.Fatalf("master engine is %s, want MASTER", s)
+	}
+	a, err := newAdvertTimer()
+	if err != nil {
+		t.Fatalf("advert timer: %v", err)
+	}
+	m.timer = a
+	defer func() { m.stopTimer() }()
+	sent := in.sent.Load()
+	allocs := testing.AllocsPerRun(200, func() {
+		m.send(in, in.m.Priority())
+		m.reapTimed()
+		time.Sleep(time.Millisecond)
+	})
+	if got := in.sent.Load() - sent; got < 10 {
+		t.Fatalf("%d adverts sent by the kernel in about 200 ms at 10 ms", got)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations per advert through the advert timer, want 0", allocs)
 	}
 }

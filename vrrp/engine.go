@@ -80,6 +80,9 @@ type Scheduling struct {
 	RealtimePriority int
 	// MemoryLocked reports whether mlockall succeeded.
 	MemoryLocked bool
+	// KernelTimedAdverts reports whether masters' adverts are queued in
+	// the kernel ahead of time (timer.go).
+	KernelTimedAdverts bool
 	// Problems lists what was asked for and refused, for status output.
 	Problems []string
 }
@@ -127,6 +130,11 @@ type Engine struct {
 
 	rtPrio  int
 	lockMem bool
+
+	// timer queues masters' adverts in the kernel; nil where it cannot
+	// (and where noTimer, set before the loop starts, says not to).
+	timer   *advertTimer
+	noTimer bool
 }
 
 // maxDropReasons bounds the DropReason values counted.
@@ -159,6 +167,7 @@ type instance struct {
 	garp    vip.Announce
 	group   string
 	sendBuf []byte
+	q       queued // adverts queued in the advert timer
 
 	linkUp    map[string]bool
 	scriptUp  map[string]bool
@@ -414,6 +423,8 @@ func (e *Engine) loop(ctx context.Context) error {
 	defer stopLoop()
 	links := e.watchLinks(loopCtx)
 	scripts := e.forwardScripts(e.scripts.Start(loopCtx))
+	e.startTimer()
+	defer e.stopTimer()
 
 	now := time.Now()
 	for _, in := range e.insts {
@@ -449,13 +460,18 @@ func (e *Engine) loop(ctx context.Context) error {
 			return nil
 		}
 		e.noteLateness(woke)
+		e.reapTimed()
 		// Every advert already queued is processed before any timer is
 		// acted on: after a stall (the thread descheduled, SIGSTOP, a
 		// paused VM) the expired Master_Down_Timer and the adverts that
 		// arrived meanwhile are seen together, and the adverts must win.
+		// Only timers expired by the time the sockets were drained fire,
+		// so a stall between the draining and the timers cannot let an
+		// advert that arrived in it go unseen.
+		drained := time.Now()
 		e.receive()
 		e.events(links, &scripts)
-		e.timeouts()
+		e.timeouts(drained)
 		if now := time.Now(); !now.Before(nextTick) {
 			e.periodic()
 			e.dirty = true
@@ -579,10 +595,9 @@ func (e *Engine) receive() {
 	}
 }
 
-// timeouts fires the machines whose deadline passed. The caller has just
-// processed every advert that arrived meanwhile (receive).
-func (e *Engine) timeouts() {
-	now := time.Now()
+// timeouts fires the machines whose deadline passed by now, the time the
+// caller started reading every advert that arrived meanwhile (receive).
+func (e *Engine) timeouts(now time.Time) {
 	for _, in := range e.insts {
 		if in.m == nil {
 			continue
@@ -674,6 +689,19 @@ func (e *Engine) send(in *instance, prio uint8) {
 		dsts = in.peers
 	}
 	in.advert.Priority = prio
+	// A master's periodic advert goes through the advert timer (timer.go)
+	// where it runs; anything else cancels what the timer holds first.
+	if e.timer != nil && in.m != nil && in.m.State() == StateMaster && prio == in.m.Priority() && prio != 0 {
+		if e.sendTimed(in, t, dsts, time.Now()) {
+			return
+		}
+	}
+	e.cancelTimed(in)
+	e.sendNow(in, t, dsts)
+}
+
+// sendNow sends in's advert (its current priority) to every destination.
+func (e *Engine) sendNow(in *instance, t *transport, dsts []netip.Addr) {
 	for _, dst := range dsts {
 		b, err := in.advert.AppendMarshal(in.sendBuf[:0], in.src, dst, in.mode)
 		if err != nil {
@@ -693,6 +721,9 @@ func (e *Engine) transition(in *instance, now time.Time, a Actions) {
 	in.changes++
 	in.lastReason, in.lastAt = a.Reason, now
 	e.log.Info("VRRP transition", "instance", in.name, "vrid", in.cfg.VRID, "from", a.From, "to", a.To, "priority", in.m.Priority(), "reason", a.Reason)
+	if a.From == StateMaster {
+		e.cancelTimed(in)
+	}
 	if a.From == StateMaster && e.opts.VIPs != nil {
 		in.vipsHeld = false
 		if err := e.opts.VIPs.Release(in.name); err != nil {

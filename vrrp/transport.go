@@ -153,37 +153,46 @@ func (t *transport) send(b []byte, ifindex int, src, dst netip.Addr) error {
 	if len(b) == 0 {
 		return nil
 	}
-	t.siov.Base = &b[0]
-	t.siov.SetLen(len(b))
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&t.soob[0]))
-	data := unsafe.Add(unsafe.Pointer(&t.soob[0]), unix.CmsgLen(0))
-	if t.v6 {
-		sa := &t.sname
-		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
-		sa.Port = htons(uint16(t.port))
-		if dst.IsLinkLocalUnicast() || dst.IsLinkLocalMulticast() {
-			sa.Scope_id = uint32(ifindex)
-		}
-		t.smsg.Namelen = unix.SizeofSockaddrInet6
-		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
-		h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
-		*(*unix.Inet6Pktinfo)(data) = unix.Inet6Pktinfo{Addr: src.As16(), Ifindex: uint32(ifindex)}
-		t.smsg.SetControllen(unix.CmsgSpace(unix.SizeofInet6Pktinfo))
-	} else {
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&t.sname))
-		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
-		sa.Port = htons(uint16(t.port))
-		t.smsg.Namelen = unix.SizeofSockaddrInet4
-		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
-		h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
-		*(*unix.Inet4Pktinfo)(data) = unix.Inet4Pktinfo{Ifindex: int32(ifindex), Spec_dst: src.As4()}
-		t.smsg.SetControllen(unix.CmsgSpace(unix.SizeofInet4Pktinfo))
-	}
+	t.header(&t.smsg, &t.siov, &t.sname, &t.soob, b, ifindex, src, dst)
 	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(t.fd), uintptr(unsafe.Pointer(&t.smsg)), unix.MSG_DONTWAIT)
 	if errno != 0 {
 		return errno
 	}
 	return nil
+}
+
+// header fills in msg, with iov, name and oob as its buffers, to send b
+// out of ifindex from src to dst (b is not empty).
+func (t *transport) header(msg *unix.Msghdr, iov *unix.Iovec, name *unix.RawSockaddrInet6, oob *[8]uint64, b []byte, ifindex int, src, dst netip.Addr) {
+	iov.Base = &b[0]
+	iov.SetLen(len(b))
+	msg.Name = (*byte)(unsafe.Pointer(name))
+	msg.Iov = iov
+	msg.SetIovlen(1)
+	msg.Control = (*byte)(unsafe.Pointer(&oob[0]))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	data := unsafe.Add(unsafe.Pointer(&oob[0]), unix.CmsgLen(0))
+	if t.v6 {
+		*name = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16()}
+		name.Port = htons(uint16(t.port))
+		if dst.IsLinkLocalUnicast() || dst.IsLinkLocalMulticast() {
+			name.Scope_id = uint32(ifindex)
+		}
+		msg.Namelen = unix.SizeofSockaddrInet6
+		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+		h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+		*(*unix.Inet6Pktinfo)(data) = unix.Inet6Pktinfo{Addr: src.As16(), Ifindex: uint32(ifindex)}
+		msg.SetControllen(unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+		return
+	}
+	sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(name))
+	*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
+	sa.Port = htons(uint16(t.port))
+	msg.Namelen = unix.SizeofSockaddrInet4
+	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+	*(*unix.Inet4Pktinfo)(data) = unix.Inet4Pktinfo{Ifindex: int32(ifindex), Spec_dst: src.As4()}
+	msg.SetControllen(unix.CmsgSpace(unix.SizeofInet4Pktinfo))
 }
 
 // read takes the next datagram off the socket without waiting; it returns

@@ -1,0 +1,261 @@
+package vrrp
+
+import (
+	"context"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/directord/directord/internal/config"
+	"golang.org/x/sys/unix"
+)
+
+// The advert timer (timer.go), on real sockets and the real kernel: a
+// master engine runs its loop, advertising every 10 ms by unicast UDP on
+// loopback (the transport code of the raw socket, as in alloc_test.go),
+// and a receiver records every advert with the kernel's receive time.
+
+// wireAdvert is one advert as the receiver saw it.
+type wireAdvert struct {
+	at   time.Time
+	prio uint8
+}
+
+// timedMaster is a master engine whose loop runs in the test.
+type timedMaster struct {
+	e      *Engine
+	in     *instance
+	cancel context.CancelFunc
+	done   chan error
+	rx     chan wireAdvert
+}
+
+// startTimedMaster starts a priority-255 master (MASTER at once) whose
+// adverts go to a receiving socket; withTimer false runs it without the
+// advert timer, as on a kernel without io_uring.
+func startTimedMaster(t *testing.T, withTimer bool) *timedMaster {
+	t.Helper()
+	rfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(rfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptInt(rfd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(rfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*unix.SockaddrInet4).Port
+
+	sfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(sfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := setupSocket(sfd, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{VRRP: config.VRRP{Instances: []config.Instance{{
+		Name: "VI_1", Interface: "lo", VRID: 51, Priority: 255, Version: 3,
+		AdvertInterval: 10 * time.Millisecond, Preempt: true, ChecksumCompat: "rfc",
+		SourceAddress:    netip.MustParseAddr("127.0.0.2"),
+		UnicastPeers:     []netip.Addr{netip.MustParseAddr("127.0.0.3")},
+		VirtualAddresses: []config.VirtualAddress{{Address: netip.MustParsePrefix("192.0.2.50/32")}},
+	}}}}
+	e, err := NewEngine(cfg, EngineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.trans[0] = newTransport(sfd, false, false, port)
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wakeFD = wfd
+	for i := range e.pfds {
+		e.pfds[i] = unix.PollFd{Fd: -1, Events: unix.POLLIN}
+	}
+	e.pfds[0].Fd = int32(sfd)
+	e.pfds[2].Fd = int32(wfd)
+
+	m := &timedMaster{e: e, in: e.insts[0], done: make(chan error, 1), rx: make(chan wireAdvert, 4096)}
+	go m.receive(rfd)
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go func() {
+		runtime.LockOSThread()
+		if !withTimer {
+			e.noTimer = true
+		}
+		m.done <- e.loop(ctx)
+	}()
+	t.Cleanup(func() {
+		m.stop()
+		unix.Close(rfd) // ends the receiver
+		unix.Close(sfd)
+		unix.Close(wfd)
+	})
+	return m
+}
+
+func (m *timedMaster) stop() {
+	if m.cancel != nil {
+		m.cancel()
+		m.e.wake()
+		<-m.done
+		m.cancel = nil
+	}
+}
+
+// receive records adverts with their kernel receive time until fd closes.
+func (m *timedMaster) receive(fd int) {
+	buf := make([]byte, 1500)
+	oob := make([]byte, 128)
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+		if err != nil {
+			close(m.rx)
+			return
+		}
+		a := wireAdvert{at: time.Now()}
+		if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, c := range cms {
+				if c.Header.Level == unix.SOL_SOCKET && c.Header.Type == unix.SO_TIMESTAMPNS && len(c.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+					ts := (*unix.Timespec)(unsafe.Pointer(&c.Data[0]))
+					a.at = time.Unix(ts.Unix())
+				}
+			}
+		}
+		if n >= 8 {
+			a.prio = buf[2]
+		}
+		m.rx <- a
+	}
+}
+
+// collect returns the adverts received so far.
+func (m *timedMaster) collect() []wireAdvert {
+	var out []wireAdvert
+	for {
+		select {
+		case a, ok := <-m.rx:
+			if !ok {
+				return out
+			}
+			out = append(out, a)
+		default:
+			return out
+		}
+	}
+}
+
+// stallLoop blocks the engine's loop, on its own thread, for d, as a
+// stopped world or a missing processor would.
+func (m *timedMaster) stallLoop(t *testing.T, d time.Duration) {
+	t.Helper()
+	if err := m.e.onLoop(func() error { time.Sleep(d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// maxGap is the longest time between two adverts in as.
+func maxGap(as []wireAdvert) time.Duration {
+	var most time.Duration
+	for i := 1; i < len(as); i++ {
+		most = max(most, as[i].at.Sub(as[i-1].at))
+	}
+	return most
+}
+
+// stalledGap runs a master for a while, stalls its loop three times for
+// 70 ms, and returns the adverts seen and the longest gap between two.
+func stalledGap(t *testing.T, withTimer bool) ([]wireAdvert, time.Duration) {
+	m := startTimedMaster(t, withTimer)
+	time.Sleep(200 * time.Millisecond)
+	if got := m.e.Scheduling().KernelTimedAdverts; got != withTimer {
+		t.Fatalf("kernel-timed adverts: %v, want %v (io_uring of this kernel: see the engine's log)", got, withTimer)
+	}
+	m.collect()
+	for range 3 {
+		m.stallLoop(t, 70*time.Millisecond)
+		time.Sleep(60 * time.Millisecond)
+	}
+	as := m.collect()
+	return as, maxGap(as)
+}
+
+func TestAdvertTimerKeepsAdvertsGoingThroughAStalledLoop(t *testing.T) {
+	as, gap := stalledGap(t, true)
+	if len(as) < 30 {
+		t.Fatalf("%d adverts in about 400 ms at 10 ms", len(as))
+	}
+	if gap > 30*time.Millisecond {
+		t.Errorf("longest gap between adverts %v across three 70 ms stalls of the loop, want about 10 ms", gap)
+	}
+	// The control: the same stalls without the timer leave gaps on the
+	// wire, or this test could not tell.
+	_, bare := stalledGap(t, false)
+	if bare < 60*time.Millisecond {
+		t.Errorf("without the advert timer the longest gap was %v: the stalls did not stall", bare)
+	}
+	t.Logf("longest gap across 70 ms stalls: %v with the advert timer, %v without", gap, bare)
+}
+
+func TestAdvertTimerNeverSendsAStaleAdvert(t *testing.T) {
+	m := startTimedMaster(t, true)
+	time.Sleep(150 * time.Millisecond)
+	// A new priority: the queued adverts (priority 255) are cancelled
+	// before the first at 200 goes out.
+	err := m.e.onLoop(func() error {
+		now := time.Now()
+		m.e.apply(m.in, now, m.in.m.Handle(now, Event{Kind: EvPriority, Priority: 200}))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	// Stop: priority 0, and nothing queued follows it.
+	m.stop()
+	time.Sleep(150 * time.Millisecond)
+	as := m.collect()
+	first200, zero := -1, -1
+	for i, a := range as {
+		switch {
+		case a.prio == 200 && first200 < 0:
+			first200 = i
+		case a.prio == 0 && zero < 0:
+			zero = i
+		}
+	}
+	if first200 < 0 || zero < 0 {
+		t.Fatalf("want adverts at 255, then 200, then 0; got priorities %v", prios(as))
+	}
+	for _, a := range as[first200:zero] {
+		if a.prio != 200 {
+			t.Fatalf("an advert at %d after the first at 200: %v", a.prio, prios(as))
+		}
+	}
+	if zero != len(as)-1 {
+		t.Errorf("%d adverts after the priority-0 one: %v", len(as)-1-zero, prios(as[zero:]))
+	}
+	if n := zero - first200; n < 8 {
+		t.Errorf("%d adverts at 200 in 150 ms at 10 ms", n)
+	}
+}
+
+func prios(as []wireAdvert) []uint8 {
+	out := make([]uint8, len(as))
+	for i, a := range as {
+		out[i] = a.prio
+	}
+	return out
+}
