@@ -46,7 +46,7 @@ const satMarker = "SATURATION-RESULT "
 // satCase is one run: which implementation, for how long, how many busy
 // processes.
 type satCase struct {
-	Impl     string        `json:"impl"` // directord, directord-no-rt, keepalived
+	Impl     string        `json:"impl"` // directord, directord-gc, directord-no-rt, keepalived
 	Duration time.Duration `json:"duration"`
 	Busy     int           `json:"busy"`
 }
@@ -75,6 +75,9 @@ type satResult struct {
 	LateBackup float64 `json:"late_backup_ms"`
 	// Load is the 1-minute load average at the end.
 	Load string `json:"load"`
+	// GCs is how many garbage collections lb1's directord ran in the
+	// saturated minute (directord-gc: its metrics scraped back to back).
+	GCs int `json:"gcs,omitempty"`
 }
 
 // satBusy is the number of busy processes: a dozen per core of this
@@ -100,7 +103,7 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 		dur = time.Duration(n) * time.Second
 	}
 	var rows []satResult
-	for _, impl := range []string{"directord", "keepalived", "directord-no-rt"} {
+	for _, impl := range []string{"directord", "directord-gc", "keepalived", "directord-no-rt"} {
 		c := satCase{Impl: impl, Duration: dur, Busy: satBusy}
 		b.Run(impl, func(b *testing.B) {
 			var r satResult
@@ -117,13 +120,17 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 	}
 	var buf bytes.Buffer
 	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\telection ms\ttimer late ms (lb1/lb2)\tcapture drops\tload\tscheduling\t")
+	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\telection ms\ttimer late ms (lb1/lb2)\tlb1 GCs\tcapture drops\tload\tscheduling\t")
 	for _, r := range rows {
 		late := "-"
 		if r.Case.Impl != "keepalived" {
 			late = fmt.Sprintf("%.1f/%.1f", r.LateMaster, r.LateBackup)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%d\t%s\t%s\t\n", r.Case.Impl, r.BackupAdverts, r.Takeovers, r.MasterAdverts, r.MasterMaxGap, r.Election, late, r.Dropped, r.Load, r.Scheduling)
+		gcs := "-"
+		if r.Case.Impl == "directord-gc" {
+			gcs = strconv.Itoa(r.GCs)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%d\t%s\t%s\t\n", r.Case.Impl, r.BackupAdverts, r.Takeovers, r.MasterAdverts, r.MasterMaxGap, r.Election, late, gcs, r.Dropped, r.Load, r.Scheduling)
 	}
 	w.Flush()
 	fmt.Printf("\nAdverts from the backup while the master lives, 10 ms adverts, %d busy processes, %v (goal: directord 0)\n%s\n", satBusy, dur, buf.String())
@@ -199,12 +206,15 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	var nodes []*node
 	for i, prio := range []int{150, 100} {
 		switch c.Impl {
-		case "directord", "directord-no-rt":
+		case "directord", "directord-gc", "directord-no-rt":
 			state := kaTmpfsDir(t)
 			yaml := "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, prio, "10ms", "")
 			n := newNode(t, hosts[i], yaml)
-			if c.Impl == "directord-no-rt" {
+			switch c.Impl {
+			case "directord-no-rt":
 				n.nodeExtra = "  vrrp_rt_priority: 0\n"
+			case "directord-gc":
+				n.nodeExtra = "  metrics_address: " + satMetrics + "\n"
 			}
 			if state != "" {
 				n.state = state
@@ -228,7 +238,19 @@ func satMeasure(t *testing.T, c satCase) satResult {
 
 	capture := satCapture(t, lab)
 	satSaturate(t, c.Busy)
+	gcs := 0
+	if c.Impl == "directord-gc" {
+		// Garbage-heavy work elsewhere in directord: both daemons'
+		// metrics scraped back to back for the whole minute.
+		for _, h := range hosts {
+			h.Start("sh", "-c", "while :; do curl -s -o /dev/null http://"+satMetrics+"/metrics; done")
+		}
+		gcs = -satGCs(t, hosts[0])
+	}
 	time.Sleep(c.Duration)
+	if c.Impl == "directord-gc" {
+		gcs += satGCs(t, hosts[0])
+	}
 
 	// The master's host dies, still under load.
 	if err := hosts[0].Link("eth0").Unplug(); err != nil {
@@ -238,7 +260,7 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	dirs[0].kill()
 	dirs[1].await("MASTER", elect)
 	time.Sleep(200 * time.Millisecond)
-	r := satResult{Case: c, Load: loadAvg()}
+	r := satResult{Case: c, Load: loadAvg(), GCs: gcs}
 	adverts, dropped := capture.stop()
 	r.Dropped = dropped
 
@@ -276,6 +298,30 @@ func satMeasure(t *testing.T, c satCase) satResult {
 		}
 	}
 	return r
+}
+
+// satMetrics is where directord-gc serves its metrics, in each host.
+const satMetrics = "127.0.0.1:9580"
+
+// satGCs is how many garbage collections the directord of h has run, from
+// its metrics.
+func satGCs(t *testing.T, h *netlab.Host) int {
+	t.Helper()
+	out, err := h.Run(context.Background(), "curl", "-s", "http://"+satMetrics+"/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", h.Label, err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "go_gc_duration_seconds_count "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatalf("scrape %s: %q: %v", h.Label, l, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("scrape %s: no go_gc_duration_seconds_count in:\n%s", h.Label, out)
+	return 0
 }
 
 // satLateness is the largest "VRRP timer late" a directord logged, ms.
