@@ -71,11 +71,11 @@ func buildChecker(s Spec, execUser string) (Checker, error) {
 	}
 	switch s.Check.Type {
 	case "tcp":
-		c := &tcpChecker{probe: p, dialer: p.dialer("tcp"), raddr: netip.AddrPortFrom(s.Addr, s.Port), ok: "connected to " + p.target}
+		var laddr netip.AddrPort
 		if s.Source.IsValid() {
-			c.laddr = netip.AddrPortFrom(s.Source, 0)
+			laddr = netip.AddrPortFrom(s.Source, 0)
 		}
-		return c, nil
+		return newTCPChecker(p, netip.AddrPortFrom(s.Addr, s.Port), laddr), nil
 	case "http", "https":
 		return newHTTPChecker(p)
 	case "udp":
@@ -166,33 +166,6 @@ type noneChecker struct{}
 // Check always succeeds: a "none" check leaves the real server up.
 func (noneChecker) Check(context.Context) Result {
 	return Result{OK: true, Reason: "not checked (type none)"}
-}
-
-// tcpChecker keeps what every probe needs, built once: 10,000 checks a
-// second make the per-probe work count.
-type tcpChecker struct {
-	probe
-	dialer       *net.Dialer
-	laddr, raddr netip.AddrPort
-	ok           string
-}
-
-// Check succeeds when a TCP connection opens; it is closed at once.
-func (c *tcpChecker) Check(ctx context.Context) Result {
-	start := time.Now()
-	ctx, cancel, label := c.bound(ctx)
-	defer cancel()
-	conn, err := c.dialer.DialTCP(ctx, "tcp", c.laddr, c.raddr)
-	lat := time.Since(start)
-	if err != nil {
-		return Result{Reason: c.failure(ctx, "connect", err, label), Latency: lat}
-	}
-	// Reset rather than close: the director keeps no TIME_WAIT socket per
-	// probe (10,000 checks a second would keep 600,000), and neither side
-	// spends a FIN exchange on a connection that carried nothing.
-	_ = conn.SetLinger(0)
-	_ = conn.Close()
-	return Result{OK: true, Reason: c.ok, Latency: lat}
 }
 
 type httpChecker struct {

@@ -220,6 +220,62 @@ func blackhole(t *testing.T) netip.AddrPort {
 	return ap
 }
 
+// TestTCPHandshakeCompletesLater: a connect that does not finish at once
+// (the server's SYN-ACK comes after a retransmitted SYN) is completed
+// through the connector's epoll and counts as up; so do many at once.
+func TestTCPHandshakeCompletesLater(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sa.(*syscall.SockaddrInet4).Port))
+	// One connection fills the queue (backlog 0); the probes' first SYNs
+	// are dropped, and the queue is drained meanwhile, so their SYNs
+	// retransmitted a second later complete.
+	first, err := net.DialTimeout("tcp", ap.String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		for {
+			nfd, _, err := syscall.Accept(fd)
+			if err != nil {
+				return
+			}
+			syscall.Close(nfd)
+		}
+	}()
+	const n = 20
+	results := make(chan Result, n)
+	start := time.Now()
+	for range n {
+		go func() {
+			results <- probeOnce(t, spec("tcp", ap, func(c *config.Check) { c.Timeout = 5 * time.Second }))
+		}()
+	}
+	for range n {
+		r := <-results
+		wantResult(t, "late handshake", r, true, "connected")
+		if r.Latency < 500*time.Millisecond {
+			t.Errorf("latency %v: the handshake did not wait for a retransmission, so the test proves nothing", r.Latency)
+		}
+	}
+	t.Logf("%d probes completed through epoll in %v", n, time.Since(start))
+}
+
 // TestUnreachable: a real server that never completes the handshake fails
 // the check at its timeout, with a timeout reason.
 func TestUnreachable(t *testing.T) {
@@ -233,6 +289,17 @@ func TestUnreachable(t *testing.T) {
 		}
 		wantResult(t, typ+" to a blackhole", r, false, "timeout after 200ms")
 	}
+	// The scheduler's way for tcp: a timeout instead of a deadline.
+	c, ok := mustChecker(t, spec("tcp", ap)).(timedChecker)
+	if !ok {
+		t.Fatal("the tcp checker does not bound its probes itself")
+	}
+	start := time.Now()
+	r := c.CheckWithin(context.Background(), 200*time.Millisecond)
+	if el := time.Since(start); el < 200*time.Millisecond || el > 500*time.Millisecond {
+		t.Errorf("tcp within 200ms: took %v", el)
+	}
+	wantResult(t, "tcp within 200ms to a blackhole", r, false, "timeout after 200ms")
 }
 
 func TestHTTP(t *testing.T) {

@@ -315,9 +315,14 @@ func (s *Scheduler) probe(c *check) {
 // observe probes once and sends the transition, if any.
 func (s *Scheduler) observe(c *check) {
 	ctx := c.ctx
-	pctx, cancel := context.WithTimeout(ctx, c.timeout)
-	res := c.checker.Check(pctx)
-	cancel()
+	var res Result
+	if tc, ok := c.checker.(timedChecker); ok {
+		res = tc.CheckWithin(ctx, c.timeout)
+	} else {
+		pctx, cancel := context.WithTimeout(ctx, c.timeout)
+		res = c.checker.Check(pctx)
+		cancel()
+	}
 	if ctx.Err() != nil {
 		return // cancelled by a stop: says nothing about the server
 	}
@@ -353,6 +358,14 @@ func (s *Scheduler) observe(c *check) {
 	case c.out <- t:
 	case <-ctx.Done():
 	}
+}
+
+// timedChecker is a Checker that bounds a probe by a timeout itself, so
+// that the scheduler need not make a context with a deadline (a timer and
+// its allocations) for each probe; the tcp checker, the most numerous, is
+// one.
+type timedChecker interface {
+	CheckWithin(ctx context.Context, timeout time.Duration) Result
 }
 
 // newCheck applies the defaults to sp's timing.
