@@ -82,7 +82,7 @@ func newAdvertPair(tb testing.TB) *advertPair {
 // once sends one advert from the master and runs one iteration of the
 // backup's loop over it, as the loop does: poll, lateness, receive, timers.
 func (p *advertPair) once() {
-	p.master.send(p.mi, 150)
+	p.master.send(p.mi, 150, true)
 	b := p.backup
 	woke := b.poll(time.Now().Add(time.Second))
 	b.noteLateness(woke)
@@ -143,7 +143,7 @@ func TestAdvertTimerDoesNotAllocate(t *testing.T) {
 	defer func() { m.stopTimer() }()
 	sent := in.sent.Load()
 	allocs := testing.AllocsPerRun(200, func() {
-		m.send(in, in.m.Priority())
+		m.send(in, in.m.Priority(), true)
 		m.reapTimed()
 		time.Sleep(time.Millisecond)
 	})

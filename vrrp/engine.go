@@ -665,7 +665,7 @@ func (e *Engine) handle(r received) {
 // a shutdown the priority-0 advert leaves before the addresses go.
 func (e *Engine) apply(in *instance, now time.Time, a Actions) {
 	if a.Send {
-		e.send(in, a.SendPriority)
+		e.send(in, a.SendPriority, a.Periodic)
 	}
 	if a.Transition {
 		e.dirty = true
@@ -676,7 +676,9 @@ func (e *Engine) apply(in *instance, now time.Time, a Actions) {
 	}
 }
 
-func (e *Engine) send(in *instance, prio uint8) {
+// send sends in's advert at prio; periodic says it is the one its
+// Adver_Timer asked for.
+func (e *Engine) send(in *instance, prio uint8, periodic bool) {
 	if in.ifi == nil || !in.src.IsValid() {
 		return
 	}
@@ -689,9 +691,13 @@ func (e *Engine) send(in *instance, prio uint8) {
 		dsts = in.peers
 	}
 	in.advert.Priority = prio
-	// A master's periodic advert goes through the advert timer (timer.go)
-	// where it runs; anything else cancels what the timer holds first.
+	// A master's adverts go through the advert timer (timer.go) where it
+	// runs: one out of turn goes now, and the queue starts again from it.
+	// Anything else cancels what the timer holds first.
 	if e.timer != nil && in.m != nil && in.m.State() == StateMaster && prio == in.m.Priority() && prio != 0 {
+		if !periodic {
+			e.cancelTimed(in)
+		}
 		if e.sendTimed(in, t, dsts, time.Now()) {
 			return
 		}

@@ -95,9 +95,12 @@ type Event struct {
 
 // Actions is what the caller must do after an event.
 type Actions struct {
-	// Send: transmit one advertisement with SendPriority.
+	// Send: transmit one advertisement with SendPriority. Periodic: it is
+	// a master's advert because its Adver_Timer fired, not one sent out
+	// of turn (becoming master, answering an advert, a new address list).
 	Send         bool
 	SendPriority uint8
+	Periodic     bool
 	// Transition: the state changed From -> To because of Reason. The
 	// caller binds the virtual addresses on entering MASTER and releases
 	// them on leaving it.
@@ -307,7 +310,7 @@ func (m *Machine) timeout(now time.Time) Actions {
 			return Actions{}
 		}
 		m.adverAt = now.Add(m.cfg.Interval)
-		return Actions{Send: true, SendPriority: m.priority}
+		return Actions{Send: true, SendPriority: m.priority, Periodic: true}
 	}
 	return Actions{}
 }

@@ -44,6 +44,9 @@ func tr(from, to State) Actions { return Actions{Transition: true, From: from, T
 
 func send(prio uint8) Actions { return Actions{Send: true, SendPriority: prio} }
 
+// periodic is a master's advert on its Adver_Timer.
+func periodic(prio uint8) Actions { return Actions{Send: true, SendPriority: prio, Periodic: true} }
+
 func join(a, b Actions) Actions {
 	a.Send, a.SendPriority, a.Announce = b.Send || a.Send, a.SendPriority|b.SendPriority, a.Announce || b.Announce
 	return a
@@ -111,9 +114,9 @@ func TestMachineRFCScenarios(t *testing.T) {
 		}},
 		{"RFC 5798 6.4.3: Adver_Timer fires, the master advertises again", cfg(255), []step{
 			{0, Event{Kind: EvStartup}, join(tr(StateInit, StateMaster), send(255)), StateMaster, time.Second},
-			{time.Second, Event{Kind: EvTimeout}, send(255), StateMaster, 2 * time.Second},
+			{time.Second, Event{Kind: EvTimeout}, periodic(255), StateMaster, 2 * time.Second},
 			// A late timer (the process was stalled) re-arms from now.
-			{5 * time.Second, Event{Kind: EvTimeout}, send(255), StateMaster, 6 * time.Second},
+			{5 * time.Second, Event{Kind: EvTimeout}, periodic(255), StateMaster, 6 * time.Second},
 		}},
 		{"RFC 5798 6.4.3: a higher-priority advert sends the master to Backup, which says so with priority 0", cfg(100), []step{
 			{0, Event{Kind: EvStartup}, tr(StateInit, StateBackup), StateBackup, 3*time.Second + skew100},

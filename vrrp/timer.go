@@ -271,13 +271,27 @@ func (e *Engine) startTimer() {
 	e.log.Info("VRRP adverts are timed by the kernel (io_uring): a stalled timing thread does not delay a master's adverts", "ahead", advertAhead)
 }
 
-// stopTimer closes the ring: the kernel drops whatever is still queued.
+// stopTimer cancels whatever is still queued, waits (briefly) until the
+// kernel has let go of every slot, and closes the ring.
 func (e *Engine) stopTimer() {
-	if e.timer != nil {
-		for _, in := range e.insts {
-			e.cancelTimed(in)
-		}
-		e.timer.close()
-		e.timer = nil
+	a := e.timer
+	if a == nil {
+		return
 	}
+	for _, in := range e.insts {
+		e.cancelTimed(in)
+	}
+	for i := range a.slots {
+		if s := &a.slots[i]; s.busy && s.armed {
+			// An instance no longer in the list (removed by a reload)
+			// still holds it.
+			e.cancelTimed(s.owner)
+		}
+	}
+	deadline := time.Now().Add(time.Second)
+	for e.reapTimed(); len(a.free) < len(a.slots) && time.Now().Before(deadline); e.reapTimed() {
+		time.Sleep(time.Millisecond)
+	}
+	a.close()
+	e.timer = nil
 }

@@ -33,9 +33,9 @@ type timedMaster struct {
 }
 
 // startTimedMaster starts a priority-255 master (MASTER at once) whose
-// adverts go to a receiving socket; withTimer false runs it without the
-// advert timer, as on a kernel without io_uring.
-func startTimedMaster(t *testing.T, withTimer bool) *timedMaster {
+// adverts (every interval) go to a receiving socket; withTimer false runs
+// it without the advert timer, as on a kernel without io_uring.
+func startTimedMaster(t *testing.T, withTimer bool, interval time.Duration) *timedMaster {
 	t.Helper()
 	rfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -65,7 +65,7 @@ func startTimedMaster(t *testing.T, withTimer bool) *timedMaster {
 	}
 	cfg := &config.Config{VRRP: config.VRRP{Instances: []config.Instance{{
 		Name: "VI_1", Interface: "lo", VRID: 51, Priority: 255, Version: 3,
-		AdvertInterval: 10 * time.Millisecond, Preempt: true, ChecksumCompat: "rfc",
+		AdvertInterval: interval, Preempt: true, ChecksumCompat: "rfc",
 		SourceAddress:    netip.MustParseAddr("127.0.0.2"),
 		UnicastPeers:     []netip.Addr{netip.MustParseAddr("127.0.0.3")},
 		VirtualAddresses: []config.VirtualAddress{{Address: netip.MustParsePrefix("192.0.2.50/32")}},
@@ -178,7 +178,7 @@ func maxGap(as []wireAdvert) time.Duration {
 // stalledGap runs a master for a while, stalls its loop three times for
 // 70 ms, and returns the adverts seen and the longest gap between two.
 func stalledGap(t *testing.T, withTimer bool) ([]wireAdvert, time.Duration) {
-	m := startTimedMaster(t, withTimer)
+	m := startTimedMaster(t, withTimer, 10*time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	if got := m.e.Scheduling().KernelTimedAdverts; got != withTimer {
 		t.Fatalf("kernel-timed adverts: %v, want %v (io_uring of this kernel: see the engine's log)", got, withTimer)
@@ -210,7 +210,7 @@ func TestAdvertTimerKeepsAdvertsGoingThroughAStalledLoop(t *testing.T) {
 }
 
 func TestAdvertTimerNeverSendsAStaleAdvert(t *testing.T) {
-	m := startTimedMaster(t, true)
+	m := startTimedMaster(t, true, 10*time.Millisecond)
 	time.Sleep(150 * time.Millisecond)
 	// A new priority: the queued adverts (priority 255) are cancelled
 	// before the first at 200 goes out.
@@ -249,6 +249,45 @@ func TestAdvertTimerNeverSendsAStaleAdvert(t *testing.T) {
 	}
 	if n := zero - first200; n < 8 {
 		t.Errorf("%d adverts at 200 in 150 ms at 10 ms", n)
+	}
+}
+
+// A master that must advertise out of turn (here: it hears another
+// router give up with priority 0, RFC 5798 6.4.3) does so at once, not
+// at its next queued advert: the backups wait only Skew_Time after a
+// priority 0.
+func TestAdvertTimerSendsOutOfTurnAtOnce(t *testing.T) {
+	m := startTimedMaster(t, true, time.Second)
+	time.Sleep(300 * time.Millisecond)
+	before := m.collect()
+	if len(before) != 1 {
+		t.Fatalf("%d adverts in the first 300 ms at 1 s, want 1", len(before))
+	}
+	var at time.Time
+	err := m.e.onLoop(func() error {
+		at = time.Now()
+		m.e.apply(m.in, at, m.in.m.Handle(at, Event{Kind: EvAdvert, Priority: 0, Interval: time.Second, Src: netip.MustParseAddr("127.0.0.9")}))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	as := m.collect()
+	if len(as) != 1 {
+		t.Fatalf("%d adverts in the 200 ms after the priority 0, want 1 (sent at once)", len(as))
+	}
+	if d := as[0].at.Sub(at); d < 0 || d > 50*time.Millisecond {
+		t.Errorf("the answer left %v after the priority 0, want at once", d)
+	}
+	// The queue starts again from it: the next is a second later.
+	time.Sleep(time.Second)
+	as = m.collect()
+	if len(as) != 1 {
+		t.Fatalf("%d adverts in the next second, want 1", len(as))
+	}
+	if d := as[0].at.Sub(at); d < 950*time.Millisecond || d > 1100*time.Millisecond {
+		t.Errorf("the next advert came %v after the answer, want about 1s", d)
 	}
 }
 

@@ -178,7 +178,7 @@ func (e *Engine) updateInPlace(in *instance, c config.Instance, now time.Time) {
 	}
 	if in.m != nil && in.m.State() == StateMaster && addrsChanged {
 		// Peers learn the new address list at once.
-		e.send(in, in.m.Priority())
+		e.send(in, in.m.Priority(), false)
 	}
 	e.refreshTracking(in, now, false)
 	e.log.Info("VRRP instance updated in place", "instance", in.name)
