@@ -47,7 +47,9 @@ const (
 // min(interval, 1s), which spreads checks that share an interval; later
 // probes are on a fixed grid from the first (first + k*interval), and a
 // grid point that passes while the previous probe is still going is skipped
-// rather than queued. Each probe gets context.WithTimeout(timeout).
+// rather than queued. Each probe is bounded by timeout: a checker that
+// bounds itself (timedChecker: tcp) is given it, any other gets
+// context.WithTimeout(timeout).
 //
 // The Scheduler is safe for concurrent use.
 type Scheduler struct {
