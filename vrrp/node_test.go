@@ -70,10 +70,14 @@ func newNode(t *testing.T, h *netlab.Host, vrrpYAML string) *node {
 
 func (n *node) write(vrrpYAML string) {
 	n.t.Helper()
-	cfg := fmt.Sprintf("node:\n  name: %s\n  state_dir: %s\n  control_socket: %s/ctl.sock\n  log: {level: debug, format: json}\n%s%s", n.name, n.state, n.state, n.nodeExtra, vrrpYAML)
-	if err := os.WriteFile(n.cfg, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(n.cfg, []byte(n.config(vrrpYAML)), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
+}
+
+// config is the whole file for the given vrrp section.
+func (n *node) config(vrrpYAML string) string {
+	return fmt.Sprintf("node:\n  name: %s\n  state_dir: %s\n  control_socket: %s/ctl.sock\n  log: {level: debug, format: json}\n%s%s", n.name, n.state, n.state, n.nodeExtra, vrrpYAML)
 }
 
 func (n *node) start() {

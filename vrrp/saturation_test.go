@@ -46,7 +46,7 @@ const satMarker = "SATURATION-RESULT "
 // satCase is one run: which implementation, for how long, how many busy
 // processes.
 type satCase struct {
-	Impl     string        `json:"impl"` // directord, directord-gc, directord-no-rt, keepalived
+	Impl     string        `json:"impl"` // directord, directord-gc, directord-reload, directord-no-rt, keepalived
 	Duration time.Duration `json:"duration"`
 	Busy     int           `json:"busy"`
 }
@@ -78,6 +78,9 @@ type satResult struct {
 	// GCs is how many garbage collections lb1's directord ran in the
 	// saturated minute (directord-gc: its metrics scraped back to back).
 	GCs int `json:"gcs,omitempty"`
+	// Reloads is how many reloads lb1 applied in that minute
+	// (directord-reload: both daemons reloaded twice a second).
+	Reloads int `json:"reloads,omitempty"`
 }
 
 // satBusy is the number of busy processes: a dozen per core of this
@@ -103,7 +106,7 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 		dur = time.Duration(n) * time.Second
 	}
 	var rows []satResult
-	for _, impl := range []string{"directord", "directord-gc", "keepalived", "directord-no-rt"} {
+	for _, impl := range []string{"directord", "directord-gc", "directord-reload", "keepalived", "directord-no-rt"} {
 		c := satCase{Impl: impl, Duration: dur, Busy: satBusy}
 		b.Run(impl, func(b *testing.B) {
 			var r satResult
@@ -120,7 +123,7 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 	}
 	var buf bytes.Buffer
 	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\telection ms\ttimer late ms (lb1/lb2)\tlb1 GCs\tcapture drops\tload\tscheduling\t")
+	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\telection ms\ttimer late ms (lb1/lb2)\tlb1 GCs\tlb1 reloads\tcapture drops\tload\tscheduling\t")
 	for _, r := range rows {
 		late := "-"
 		if r.Case.Impl != "keepalived" {
@@ -130,7 +133,11 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 		if r.Case.Impl == "directord-gc" {
 			gcs = strconv.Itoa(r.GCs)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%d\t%s\t%s\t\n", r.Case.Impl, r.BackupAdverts, r.Takeovers, r.MasterAdverts, r.MasterMaxGap, r.Election, late, gcs, r.Dropped, r.Load, r.Scheduling)
+		reloads := "-"
+		if r.Case.Impl == "directord-reload" {
+			reloads = strconv.Itoa(r.Reloads)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Case.Impl, r.BackupAdverts, r.Takeovers, r.MasterAdverts, r.MasterMaxGap, r.Election, late, gcs, reloads, r.Dropped, r.Load, r.Scheduling)
 	}
 	w.Flush()
 	fmt.Printf("\nAdverts from the backup while the master lives, 10 ms adverts, %d busy processes, %v (goal: directord 0)\n%s\n", satBusy, dur, buf.String())
@@ -204,9 +211,10 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	hosts := []*netlab.Host{lab.AddHost("lb1", "192.0.2.11/24"), lab.AddHost("lb2", "192.0.2.12/24")}
 	var dirs []kaDirector
 	var nodes []*node
+	var yamls []string
 	for i, prio := range []int{150, 100} {
 		switch c.Impl {
-		case "directord", "directord-gc", "directord-no-rt":
+		case "directord", "directord-gc", "directord-reload", "directord-no-rt":
 			state := kaTmpfsDir(t)
 			yaml := "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, prio, "10ms", "")
 			n := newNode(t, hosts[i], yaml)
@@ -221,6 +229,7 @@ func satMeasure(t *testing.T, c satCase) satResult {
 			}
 			n.write(yaml)
 			nodes = append(nodes, n)
+			yamls = append(yamls, yaml)
 			dirs = append(dirs, kaDirectord{n})
 		case "keepalived":
 			kaRequire(t)
@@ -247,7 +256,12 @@ func satMeasure(t *testing.T, c satCase) satResult {
 		}
 		gcs = -satGCs(t, hosts[0])
 	}
+	stopReloads := func() {}
+	if c.Impl == "directord-reload" {
+		stopReloads = satReload(nodes, yamls)
+	}
 	time.Sleep(c.Duration)
+	stopReloads()
 	if c.Impl == "directord-gc" {
 		gcs += satGCs(t, hosts[0])
 	}
@@ -261,6 +275,16 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	dirs[1].await("MASTER", elect)
 	time.Sleep(200 * time.Millisecond)
 	r := satResult{Case: c, Load: loadAvg(), GCs: gcs}
+	if c.Impl == "directord-reload" {
+		for _, l := range nodes[0].lines() {
+			switch l.Msg {
+			case "configuration reloaded":
+				r.Reloads++
+			case "reload rejected", "reload failed; still running the previous configuration":
+				t.Errorf("lb1: %s: %s", l.Msg, l.Reason)
+			}
+		}
+	}
 	adverts, dropped := capture.stop()
 	r.Dropped = dropped
 
@@ -298,6 +322,36 @@ func satMeasure(t *testing.T, c satCase) satResult {
 		}
 	}
 	return r
+}
+
+// satReload rewrites both daemons' files twice a second, each time with
+// the other announcement schedule (a change applied in place), and sends
+// them SIGHUP, until the returned func is called.
+func satReload(nodes []*node, yamls []string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for k := 0; ; k++ {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for i, n := range nodes {
+				y := yamls[i]
+				if k%2 == 0 {
+					y = strings.Replace(y, "repeat: 2", "repeat: 3", 1)
+				}
+				if os.WriteFile(n.cfg, []byte(n.config(y)), 0o644) == nil {
+					_ = n.proc.Signal(syscall.SIGHUP)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // satMetrics is where directord-gc serves its metrics, in each host.
