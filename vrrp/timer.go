@@ -115,8 +115,8 @@ func monoNow() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-// sendTimed is send for a master's periodic advert at priority prio when
-// the advert timer runs: it sends now only what is due and not queued, and
+// sendTimed is send for a master's advert (its current priority) when the
+// advert timer runs: it sends now only what is due and not queued, and
 // queues the adverts of the next advertAhead. It reports false when the
 // caller must send the advert itself.
 func (e *Engine) sendTimed(in *instance, t *transport, dsts []netip.Addr, now time.Time) bool {
@@ -168,7 +168,8 @@ func (e *Engine) sendTimed(in *instance, t *transport, dsts []netip.Addr, now ti
 		q.until = at
 	}
 	if err := a.r.submit(0); err != nil {
-		e.log.Warn("cannot queue VRRP adverts in the kernel; sending them from the loop", "instance", in.name, "error", err)
+		// The entries stay in the ring and go with the next submission.
+		e.log.Warn("cannot hand queued VRRP adverts to the kernel now; they go with the next submission", "instance", in.name, "error", err)
 	}
 	return true
 }
@@ -188,7 +189,7 @@ func (e *Engine) queueAdvert(in *instance, t *transport, pkt []byte, dst netip.A
 
 	tm := a.r.next()
 	*tm = sqe{Opcode: opTimeout, Flags: sqeIOLink, Addr: uint64(uintptr(unsafe.Pointer(&s.ts))), Len: 1,
-		OpFlags: timeoutAbs | timeoutETimeSucces, UserData: udTimeout | uint64(i)}
+		OpFlags: timeoutAbs | timeoutETimeSuccess, UserData: udTimeout | uint64(i)}
 	sm := a.r.next()
 	*sm = sqe{Opcode: opSendmsg, Fd: int32(t.fd), Addr: uint64(uintptr(unsafe.Pointer(&s.msg))), OpFlags: unix.MSG_DONTWAIT, UserData: uint64(i)}
 }

@@ -43,8 +43,8 @@ const (
 
 	sqeIOLink = 1 << 2 // IOSQE_IO_LINK
 
-	timeoutAbs         = 1 << 0 // IORING_TIMEOUT_ABS (CLOCK_MONOTONIC)
-	timeoutETimeSucces = 1 << 5 // IORING_TIMEOUT_ETIME_SUCCESS (5.16)
+	timeoutAbs          = 1 << 0 // IORING_TIMEOUT_ABS (CLOCK_MONOTONIC)
+	timeoutETimeSuccess = 1 << 5 // IORING_TIMEOUT_ETIME_SUCCESS (5.16)
 
 	setupCQSize = 1 << 3 // IORING_SETUP_CQSIZE
 
@@ -166,7 +166,7 @@ func newRing(sq, cq uint32) (*ring, error) {
 func (r *ring) probe() error {
 	ts := kernelTimespec{Nsec: 1000}
 	t := r.next()
-	*t = sqe{Opcode: opTimeout, Flags: sqeIOLink, Addr: uint64(uintptr(unsafe.Pointer(&ts))), Len: 1, OpFlags: timeoutETimeSucces, UserData: 1}
+	*t = sqe{Opcode: opTimeout, Flags: sqeIOLink, Addr: uint64(uintptr(unsafe.Pointer(&ts))), Len: 1, OpFlags: timeoutETimeSuccess, UserData: 1}
 	n := r.next()
 	*n = sqe{Opcode: opNop, UserData: 2}
 	if err := r.submit(2); err != nil {
