@@ -71,23 +71,31 @@ func (c *connector) run() {
 			continue
 		}
 		for _, ev := range events[:n] {
-			fd, gen := int(ev.Fd), uint32(ev.Pad)
-			c.mu.Lock()
-			var w *connWait
-			if fd < len(c.waiters) && c.waiters[fd] != nil && c.waiters[fd].gen == gen {
-				w = c.waiters[fd]
-				c.waiters[fd] = nil
-			}
-			c.mu.Unlock()
-			if w == nil {
-				continue // given up on (timeout, cancel)
-			}
-			soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			if err != nil {
-				soErr = int(errnoOf(err))
-			}
-			w.ch <- unix.Errno(soErr)
+			c.complete(int(ev.Fd), uint32(ev.Pad))
 		}
+	}
+}
+
+// complete hands fd's outcome to its waiter, unless the waiter gave up
+// (forget). All of it happens under mu: a waiter that gives up either
+// finds the outcome in its channel (and drains it) or never gets one, and
+// fd is still open while it is read, since the waiter closes it only after
+// forget or after the outcome.
+func (c *connector) complete(fd int, gen uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fd >= len(c.waiters) || c.waiters[fd] == nil || c.waiters[fd].gen != gen {
+		return // given up on (timeout, cancel)
+	}
+	w := c.waiters[fd]
+	c.waiters[fd] = nil
+	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		soErr = int(errnoOf(err))
+	}
+	select {
+	case w.ch <- unix.Errno(soErr):
+	default: // cannot happen: one outcome per registration, drained
 	}
 }
 
