@@ -248,7 +248,9 @@ func TestTCPHandshakeCompletesLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		time.Sleep(300 * time.Millisecond)
 		for {
 			nfd, _, err := syscall.Accept(fd)
@@ -258,6 +260,13 @@ func TestTCPHandshakeCompletesLater(t *testing.T) {
 			syscall.Close(nfd)
 		}
 	}()
+	// Before fd is closed (cleanups run last first): shutting the
+	// listener down ends the accept loop, which must not go on accepting
+	// on a descriptor number the next test reuses.
+	t.Cleanup(func() {
+		_ = syscall.Shutdown(fd, syscall.SHUT_RDWR)
+		<-drained
+	})
 	const n = 10
 	results := make(chan Result, n)
 	start := time.Now()
