@@ -102,7 +102,11 @@ func (p probe) bound(ctx context.Context) (context.Context, context.CancelFunc, 
 	label := d.String()
 	if dl, ok := ctx.Deadline(); ok {
 		if left := time.Until(dl); left <= d {
-			if left < d {
+			// The caller's deadline is the check's timeout less the
+			// moments since it was set (the scheduler's way): the reason
+			// names the timeout. A notably shorter one names what was
+			// left.
+			if left < d-d/10 {
 				label = max(left, 0).Round(time.Millisecond).String()
 			}
 			// The caller's deadline comes first (the scheduler gives
