@@ -206,11 +206,7 @@ func (e *Engine) cancelTimed(in *instance) {
 	in.q.until = time.Time{}
 	n := 0
 	for _, i := range in.q.slots {
-		if a.slots[i].armed {
-			sq := a.r.next()
-			*sq = sqe{Opcode: opTimeoutRemove, Addr: udTimeout | uint64(i), UserData: udRemove | uint64(i)}
-			n++
-		}
+		n += a.remove(i)
 	}
 	if n == 0 {
 		return
@@ -218,6 +214,17 @@ func (e *Engine) cancelTimed(in *instance) {
 	if err := a.r.submit(0); err != nil {
 		e.log.Error("cannot cancel queued VRRP adverts", "instance", in.name, "error", err)
 	}
+}
+
+// remove queues the removal of slot i's timeout if it has not expired
+// yet, and reports how many entries it queued (0 or 1).
+func (a *advertTimer) remove(i int32) int {
+	if !a.slots[i].armed {
+		return 0
+	}
+	sq := a.r.next()
+	*sq = sqe{Opcode: opTimeoutRemove, Addr: udTimeout | uint64(i), UserData: udRemove | uint64(i)}
+	return 1
 }
 
 // reapTimed takes the completions of queued adverts: a send counts as sent
@@ -279,16 +286,13 @@ func (e *Engine) stopTimer() {
 	if a == nil {
 		return
 	}
-	for _, in := range e.insts {
-		e.cancelTimed(in)
-	}
+	// Every queued advert, also those of instances a reload removed.
 	for i := range a.slots {
-		if s := &a.slots[i]; s.busy && s.armed {
-			// An instance no longer in the list (removed by a reload)
-			// still holds it.
-			e.cancelTimed(s.owner)
+		if a.slots[i].busy {
+			a.remove(int32(i))
 		}
 	}
+	_ = a.r.submit(0)
 	deadline := time.Now().Add(time.Second)
 	for e.reapTimed(); len(a.free) < len(a.slots) && time.Now().Before(deadline); e.reapTimed() {
 		time.Sleep(time.Millisecond)
