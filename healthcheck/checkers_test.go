@@ -195,6 +195,15 @@ func TestTCP(t *testing.T) {
 // with a transparent proxy answers every outbound connection.)
 func blackhole(t *testing.T) netip.AddrPort {
 	t.Helper()
+	_, ap := fullListener(t)
+	return ap
+}
+
+// fullListener is a loopback listener with an accept queue of one
+// (backlog 0), filled: it drops new SYNs until something accepts.
+// The connections filling it stay open until the end of the test.
+func fullListener(t *testing.T) (int, netip.AddrPort) {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -211,43 +220,22 @@ func blackhole(t *testing.T) netip.AddrPort {
 		t.Fatal(err)
 	}
 	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sa.(*syscall.SockaddrInet4).Port))
-	// Fill the accept queue; these connections stay open until the end.
 	for range 4 {
 		if c, err := net.DialTimeout("tcp", ap.String(), 100*time.Millisecond); err == nil {
 			t.Cleanup(func() { c.Close() })
 		}
 	}
-	return ap
+	return fd, ap
 }
 
 // TestTCPHandshakeCompletesLater: a connect that does not finish at once
 // (the server's SYN-ACK comes after a retransmitted SYN) is completed
 // through the connector's epoll and counts as up; so do many at once.
 func TestTCPHandshakeCompletesLater(t *testing.T) {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sa.(*syscall.SockaddrInet4).Port))
-	// One connection fills the queue (backlog 0); the probes' first SYNs
-	// are dropped, and the queue is drained meanwhile, so their SYNs
-	// retransmitted a second later complete.
-	first, err := net.DialTimeout("tcp", ap.String(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
+	// The queue is full, so the probes' first SYNs are dropped; it is
+	// drained meanwhile, so their SYNs retransmitted a second later
+	// complete.
+	fd, ap := fullListener(t)
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
