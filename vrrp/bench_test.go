@@ -113,29 +113,37 @@ func BenchmarkNetnsTakeover(b *testing.B) {
 // process of this test binary and returns what it measured.
 func kaRunTakeoverChild(b *testing.B, c kaTakeoverCase) kaTakeoverResult {
 	b.Helper()
-	spec, err := json.Marshal(c)
+	return runProbeChild[kaTakeoverResult](b, fmt.Sprintf("takeover %s", c), "TestNetnsTakeoverOutageProbe", "15m", kaTakeoverEnv, kaTakeoverMarker, c)
+}
+
+// runProbeChild runs test in a child process of this test binary with
+// spec (as JSON) in the environment variable env, and returns the result
+// the child printed as JSON after marker. what names the run in failures.
+func runProbeChild[R any](b *testing.B, what, test, timeout, env, marker string, spec any) R {
+	b.Helper()
+	var r R
+	js, err := json.Marshal(spec)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNetnsTakeoverOutageProbe$", "-test.count=1", "-test.v", "-test.timeout=15m")
-	cmd.Env = append(os.Environ(), kaTakeoverEnv+"="+string(spec))
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v", "-test.timeout="+timeout)
+	cmd.Env = append(os.Environ(), env+"="+string(js))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		b.Fatalf("takeover %s: %v; output:\n%s", c, err, out)
+		b.Fatalf("%s: %v; output:\n%s", what, err, out)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		if line, ok := strings.CutPrefix(sc.Text(), kaTakeoverMarker); ok {
-			var r kaTakeoverResult
+		if line, ok := strings.CutPrefix(sc.Text(), marker); ok {
 			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				b.Fatalf("takeover %s: result %q: %v", c, line, err)
+				b.Fatalf("%s: result %q: %v", what, line, err)
 			}
 			return r
 		}
 	}
-	b.Fatalf("takeover %s: no result line; output:\n%s", c, out)
-	return kaTakeoverResult{}
+	b.Fatalf("%s: no result line; output:\n%s", what, out)
+	return r
 }
 
 func kaMedian(ms []float64) float64 {

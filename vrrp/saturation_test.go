@@ -145,29 +145,7 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 
 func satRunChild(b *testing.B, c satCase) satResult {
 	b.Helper()
-	spec, err := json.Marshal(c)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNetnsSaturationProbe$", "-test.count=1", "-test.v", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), satEnv+"="+string(spec))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		b.Fatalf("saturation %s: %v; output:\n%s", c.Impl, err, out)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if line, ok := strings.CutPrefix(sc.Text(), satMarker); ok {
-			var r satResult
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				b.Fatalf("saturation %s: result %q: %v", c.Impl, line, err)
-			}
-			return r
-		}
-	}
-	b.Fatalf("saturation %s: no result line; output:\n%s", c.Impl, out)
-	return satResult{}
+	return runProbeChild[satResult](b, "saturation "+c.Impl, "TestNetnsSaturationProbe", "10m", satEnv, satMarker, c)
 }
 
 // TestNetnsSaturationProbe runs one saturation drill for the benchmark
