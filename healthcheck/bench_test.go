@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -98,21 +97,9 @@ func BenchmarkNetnsChecks(b *testing.B) {
 	var accepted atomic.Int64
 	for i := range benchChecks {
 		addr := fmt.Sprintf("198.51.100.%d:%d", 11+i/benchPorts, 10001+i%benchPorts)
-		var l net.Listener
-		if err := srv.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
-			b.Fatalf("listen %s: %v", addr, err)
+		if err := srv.AcceptAndCount(addr, &accepted); err != nil {
+			b.Fatal(err)
 		}
-		b.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				accepted.Add(1)
-				c.Close()
-			}
-		}()
 	}
 	exe, err := os.Executable()
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,21 +88,9 @@ func benchCheckRun(b *testing.B, lab *netlab.Lab, name string, start func(*netla
 	for i := range benchCheckServices {
 		for j := range benchCheckReals {
 			addr := fmt.Sprintf("198.51.100.%d:%d", 11+i, 10001+j)
-			var l net.Listener
-			if err := h.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
-				b.Fatalf("listen %s: %v", addr, err)
+			if err := h.AcceptAndCount(addr, &accepted); err != nil {
+				b.Fatal(err)
 			}
-			b.Cleanup(func() { l.Close() })
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					accepted.Add(1)
-					c.Close()
-				}
-			}()
 		}
 	}
 	dir := b.TempDir()

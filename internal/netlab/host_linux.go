@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -168,6 +169,29 @@ func (h *Host) Do(fn func() error) error {
 	if err := doIn(h.Path, fn); err != nil {
 		return fmt.Errorf("in %s: %w", h.Label, err)
 	}
+	return nil
+}
+
+// AcceptAndCount listens on the TCP address addr inside the host and,
+// until the lab's test ends, accepts every connection, counts it in n and
+// closes it: the cheapest real server there is, for health-check
+// benchmarks that count the probes reaching it.
+func (h *Host) AcceptAndCount(addr string, n *atomic.Int64) error {
+	var l net.Listener
+	if err := h.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	h.lab.t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
 	return nil
 }
 
