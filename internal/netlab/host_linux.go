@@ -175,10 +175,15 @@ func (h *Host) Do(fn func() error) error {
 // AcceptAndCount listens on the TCP address addr inside the host and,
 // until the lab's test ends, accepts every connection, counts it in n and
 // closes it: the cheapest real server there is, for health-check
-// benchmarks that count the probes reaching it.
+// benchmarks that count the probes reaching it. It listens on plain TCP,
+// as real servers do, not on the Multipath TCP Go's listeners default to
+// (whose costs, in a lab where both ends share one kernel, the prober's
+// process would be charged for).
 func (h *Host) AcceptAndCount(addr string, n *atomic.Int64) error {
 	var l net.Listener
-	if err := h.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	if err := h.Do(func() (err error) { l, err = lc.Listen(context.Background(), "tcp", addr); return err }); err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
 	h.lab.t.Cleanup(func() { l.Close() })
