@@ -18,6 +18,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec, ok := os.LookupEnv(memHogEnv); ok {
+		err := memHog(spec)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	code := m.Run()
 	netlab.RemoveBinaries()
 	os.Exit(code)

@@ -32,7 +32,10 @@ import (
 // saturated, lb1's host dies (link cut, SIGKILL), and the capture shows how
 // long the election took on the wire. The same for keepalived (advert_int
 // 0.01, its defaults otherwise) and for directord without real-time
-// scheduling (node.vrrp_rt_priority: 0), in the same run.
+// scheduling (node.vrrp_rt_priority: 0), in the same run; the -mem cases
+// add memory pressure (see memPressure) to the busy processes. Each run
+// also samples the time the hypervisor took from each CPU (steal_test.go)
+// and reports it next to the master's longest gaps.
 //
 // Goal (from the issue): directord's backup sends 0 adverts while the
 // master lives. The benchmark reports the counts; it asserts nothing.
@@ -46,7 +49,7 @@ const satMarker = "SATURATION-RESULT "
 // satCase is one run: which implementation, for how long, how many busy
 // processes.
 type satCase struct {
-	Impl     string        `json:"impl"` // directord, directord-gc, directord-reload, directord-no-rt, keepalived
+	Impl     string        `json:"impl"` // directord, directord-gc, directord-reload, directord-no-rt, keepalived; -mem: under memory pressure
 	Duration time.Duration `json:"duration"`
 	Busy     int           `json:"busy"`
 }
@@ -81,6 +84,15 @@ type satResult struct {
 	// Reloads is how many reloads lb1 applied in that minute
 	// (directord-reload: both daemons reloaded twice a second).
 	Reloads int `json:"reloads,omitempty"`
+	// Stolen is the CPU time the hypervisor took from this machine's
+	// CPUs in that minute, all CPUs together, ms; Gaps are the master's
+	// three longest gaps on the wire, each with the most time stolen from
+	// one CPU around it.
+	Stolen float64  `json:"stolen_ms"`
+	Gaps   []satGap `json:"gaps"`
+	// MemStall is the share of the minute in which some task waited
+	// for memory (/proc/pressure/memory), percent.
+	MemStall float64 `json:"mem_stall_pct"`
 }
 
 // satBusy is the number of busy processes: a dozen per core of this
@@ -106,7 +118,7 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 		dur = time.Duration(n) * time.Second
 	}
 	var rows []satResult
-	for _, impl := range []string{"directord", "directord-gc", "directord-reload", "keepalived", "directord-no-rt"} {
+	for _, impl := range []string{"directord", "directord-gc", "directord-reload", "keepalived", "directord-no-rt", "directord-mem", "keepalived-mem"} {
 		c := satCase{Impl: impl, Duration: dur, Busy: satBusy}
 		b.Run(impl, func(b *testing.B) {
 			var r satResult
@@ -123,10 +135,10 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 	}
 	var buf bytes.Buffer
 	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\telection ms\ttimer late ms (lb1/lb2)\tlb1 GCs\tlb1 reloads\tcapture drops\tload\tscheduling\t")
+	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\tlongest gaps ms (stolen)\tstolen ms\telection ms\ttimer late ms (lb1/lb2)\tlb1 GCs\tlb1 reloads\tmemory stall %\tcapture drops\tload\tscheduling\t")
 	for _, r := range rows {
 		late := "-"
-		if r.Case.Impl != "keepalived" {
+		if !strings.HasPrefix(r.Case.Impl, "keepalived") {
 			late = fmt.Sprintf("%.1f/%.1f", r.LateMaster, r.LateBackup)
 		}
 		gcs := "-"
@@ -137,7 +149,15 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 		if r.Case.Impl == "directord-reload" {
 			reloads = strconv.Itoa(r.Reloads)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Case.Impl, r.BackupAdverts, r.Takeovers, r.MasterAdverts, r.MasterMaxGap, r.Election, late, gcs, reloads, r.Dropped, r.Load, r.Scheduling)
+		stall := "-"
+		if strings.HasSuffix(r.Case.Impl, "-mem") {
+			stall = fmt.Sprintf("%.0f", r.MemStall)
+		}
+		var gaps []string
+		for _, g := range r.Gaps {
+			gaps = append(gaps, fmt.Sprintf("%.1f (%.0f)", g.Ms, g.Stolen))
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%s\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Case.Impl, r.BackupAdverts, r.Takeovers, r.MasterAdverts, r.MasterMaxGap, strings.Join(gaps, ", "), r.Stolen, r.Election, late, gcs, reloads, stall, r.Dropped, r.Load, r.Scheduling)
 	}
 	w.Flush()
 	fmt.Printf("\nAdverts from the backup while the master lives, 10 ms adverts, %d busy processes, %v (goal: directord 0)\n%s\n", satBusy, dur, buf.String())
@@ -190,8 +210,9 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	var dirs []kaDirector
 	var nodes []*node
 	var yamls []string
+	impl, mem := strings.CutSuffix(c.Impl, "-mem")
 	for i, prio := range []int{150, 100} {
-		switch c.Impl {
+		switch impl {
 		case "directord", "directord-gc", "directord-reload", "directord-no-rt":
 			state := kaTmpfsDir(t)
 			yaml := "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, prio, "10ms", "")
@@ -223,7 +244,18 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	dirs[1].await("BACKUP", elect)
 	time.Sleep(500 * time.Millisecond)
 
+	alive := func() error { return nil }
+	var stall0 time.Duration
+	if mem {
+		alive = memPressure(t)
+		var err error
+		if stall0, err = memStall(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now()
 	capture := satCapture(t, lab)
+	steal := startStealSampler(t)
 	satSaturate(t, c.Busy)
 	gcs := 0
 	if c.Impl == "directord-gc" {
@@ -249,10 +281,25 @@ func satMeasure(t *testing.T, c satCase) satResult {
 		t.Fatal(err)
 	}
 	struck := time.Now()
+	steal.stop()
+	if steal.err != nil {
+		t.Errorf("stolen time: %v", steal.err)
+	}
+	var memStallPct float64
+	if mem {
+		if err := alive(); err != nil {
+			t.Errorf("memory pressure did not last the minute: %v", err)
+		}
+		stall1, err := memStall()
+		if err != nil {
+			t.Fatal(err)
+		}
+		memStallPct = 100 * float64(stall1-stall0) / float64(struck.Sub(t0))
+	}
 	dirs[0].kill()
 	dirs[1].await("MASTER", elect)
 	time.Sleep(200 * time.Millisecond)
-	r := satResult{Case: c, Load: loadAvg(), GCs: gcs}
+	r := satResult{Case: c, Load: loadAvg(), GCs: gcs, MemStall: memStallPct}
 	if c.Impl == "directord-reload" {
 		for _, l := range nodes[0].lines() {
 			switch l.Msg {
@@ -269,6 +316,7 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	lb1, lb2 := hosts[0].IPv4(), hosts[1].IPv4()
 	var last time.Time
 	var lastMaster time.Time
+	var masterAt []time.Time
 	for _, a := range adverts {
 		switch {
 		case a.src == lb1 && a.at.Before(struck):
@@ -276,6 +324,7 @@ func satMeasure(t *testing.T, c satCase) satResult {
 				r.MasterMaxGap = max(r.MasterMaxGap, float64(a.at.Sub(lastMaster))/float64(time.Millisecond))
 			}
 			lastMaster = a.at
+			masterAt = append(masterAt, a.at)
 			r.MasterAdverts++
 		case a.src == lb2 && a.at.Before(struck):
 			r.BackupAdverts++
@@ -285,6 +334,8 @@ func satMeasure(t *testing.T, c satCase) satResult {
 			last = a.at
 		}
 	}
+	r.Stolen = ms(totalStolen(steal.samples))
+	r.Gaps = longestGaps(masterAt, steal.samples, 3)
 	if i := slices.IndexFunc(adverts, func(a kaAdvert) bool { return a.src == lb2 && !a.at.Before(struck) }); i >= 0 && !lastMaster.IsZero() {
 		r.Election = float64(adverts[i].at.Sub(lastMaster)) / float64(time.Millisecond)
 	} else {
