@@ -55,7 +55,9 @@ fuzz:
 # (TESTING.md). VRRP: allocations per advert sent and received (goal 0);
 # client-visible takeover outage, directord vs keepalived; adverts a backup
 # at 10 ms sends during a minute of full CPU saturation, directord vs
-# keepalived (root and network namespaces; skips without them). IPVS:
+# keepalived (root and network namespaces; skips without them); adverts a
+# backup at 10 ms sends while both directors' IPVS tables are re-synced
+# (VM; keepalived has no such re-sync). IPVS:
 # installing 1,000 services x 10 real servers, directord vs ipvsadm -R in
 # one VM run, then one change on top (qemu guest; skips without it). Health
 # checks: 10,000 tcp checks on the host (CPU, RSS), and 1,000 checks,
@@ -70,6 +72,7 @@ bench:
 	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkVMInstall$$' -benchtime 1x -timeout 20m ./ipvs
 	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkNetnsChecks$$' -benchtime 1x -timeout 20m ./healthcheck
 	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkVMChecks$$' -benchtime 1x -timeout 20m ./internal/daemon
+	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkVMResync$$' -benchtime 1x -timeout 15m ./e2e
 	@scripts/bench-run.sh $(BIN)/bench $(GO) test -run '^$$' -bench '^BenchmarkVMDrill$$' -benchtime 1x -timeout 40m ./e2e
 	scripts/bench-report.sh $(BIN)/bench >docs/benchmarks.md
 

@@ -69,6 +69,59 @@ func BenchmarkVMDrill(b *testing.B) {
 	printTable(os.Stdout, rows)
 }
 
+// BenchmarkVMResync runs TestGuestResyncUnderAdverts in the VM: a
+// directord pair at fast adverts with 200 virtual services x 10 real
+// servers each and busy processes on the guest's CPUs, quiet for a
+// stretch, then with both IPVS tables flushed
+// every second so that each re-sync installs them again; it reports the
+// adverts the backup sent while the master lived in each stretch.
+// DIRECTORD_E2E_ADVERT (10ms), DIRECTORD_E2E_STRETCH (30s) and
+// DIRECTORD_E2E_BUSY (busy-looping processes in the guest, 4) change the
+// run.
+func BenchmarkVMResync(b *testing.B) {
+	var env []string
+	for _, k := range []string{"DIRECTORD_E2E_ADVERT", "DIRECTORD_E2E_STRETCH", "DIRECTORD_E2E_BUSY"} {
+		if v := os.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	var r map[string]float64
+	var line string
+	vmtest.RunB(b, vmtest.Options{Run: "^TestGuestResyncUnderAdverts$", Binaries: binaries, Env: env, Timeout: 10 * time.Minute,
+		Console: func(l string) {
+			if v, ok := vmtest.BenchLine(l, "resync"); ok {
+				r, line = v, l
+			}
+			if strings.Contains(l, "--- FAIL") || strings.Contains(l, "resync_guest_test.go") {
+				fmt.Println("guest|", l)
+			}
+		}})
+	if r == nil {
+		b.Fatal("the guest printed no BENCH resync line")
+	}
+	b.Log(line)
+	for _, m := range []struct{ key, unit string }{
+		{"quiet_backup", "quiet-backup-adverts"},
+		{"resync_backup", "resync-backup-adverts"},
+		{"quiet_gap_ms", "quiet-master-gap-ms"},
+		{"resync_gap_ms", "resync-master-gap-ms"},
+		{"repairs", "repairs"},
+	} {
+		v, ok := r[m.key]
+		if !ok {
+			b.Fatalf("the guest's BENCH resync line has no %s", m.key)
+		}
+		b.ReportMetric(v, m.unit)
+	}
+	b.ReportMetric(0, "ns/op")
+	fmt.Printf("\nAdverts from the backup while the master lives, VM (qemu TCG), %g ms adverts, %g virtual services x %g real servers on each director, %g busy processes:\n"+
+		"  quiet, %g s:      %g backup adverts, %g master adverts, longest master gap %g ms\n"+
+		"  re-syncing, %g s: %g backup adverts, %g master adverts, longest master gap %g ms (both tables flushed %g times, %g services installed again)\n",
+		r["advert_ms"], r["services"], r["reals"], r["busy_procs"],
+		r["quiet_s"], r["quiet_backup"], r["quiet_master"], r["quiet_gap_ms"],
+		r["resync_s"], r["resync_backup"], r["resync_master"], r["resync_gap_ms"], r["flushes"], r["repairs"])
+}
+
 // printTable prints the guest's DRILL-ROW lines as the drill table.
 func printTable(w io.Writer, rows []string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
