@@ -36,13 +36,17 @@ const (
 )
 
 // memHog runs the hog mode spec ("hold:BYTES" or "churn:BYTES") until
-// killed. It volunteers first for the OOM killer.
+// killed or until its parent is gone (it is also started with a parent
+// death signal: a hog must never outlive its test). It volunteers first
+// for the OOM killer.
 func memHog(spec string) error {
 	mode, size, ok := strings.Cut(spec, ":")
 	n, err := strconv.ParseInt(size, 10, 64)
-	if !ok || err != nil || n <= 0 {
+	if !ok || err != nil || n <= 0 || (mode != "hold" && mode != "churn") {
 		return fmt.Errorf("%s=%q: want hold:BYTES or churn:BYTES", memHogEnv, spec)
 	}
+	parent := os.Getppid()
+	orphaned := func() bool { return os.Getppid() != parent }
 	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0o644); err != nil {
 		return err
 	}
@@ -62,10 +66,13 @@ func memHog(spec string) error {
 			return err
 		}
 		fmt.Println("MEMHOG holding")
-		select {}
+		for !orphaned() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil
 	case "churn":
 		fmt.Println("MEMHOG churning")
-		for {
+		for !orphaned() {
 			b, err := mapTouch()
 			if err != nil {
 				return err
@@ -75,11 +82,11 @@ func memHog(spec string) error {
 			}
 		}
 	}
-	return fmt.Errorf("%s=%q: unknown mode %q", memHogEnv, spec, mode)
+	return nil
 }
 
-// memAvailable is /proc/meminfo's MemAvailable in bytes.
-func memAvailable() (int64, error) {
+// meminfo is a field of /proc/meminfo ("MemAvailable:") in bytes.
+func meminfo(field string) (int64, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0, err
@@ -87,7 +94,7 @@ func memAvailable() (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("/proc/meminfo: %q: %w", sc.Text(), err)
@@ -95,7 +102,7 @@ func memAvailable() (int64, error) {
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/meminfo: no MemAvailable")
+	return 0, fmt.Errorf("/proc/meminfo: no %s", field)
 }
 
 // memStall is /proc/pressure/memory's "some" total: how long at least one
@@ -129,11 +136,21 @@ func memPressure(t *testing.T) (alive func() error) {
 	if _, err := memStall(); err != nil {
 		t.Fatalf("memory pressure needs the kernel's pressure accounting: %v", err)
 	}
-	file := filepath.Join(t.TempDir(), "pagecache")
+	// With swap, holding nearly all memory would push other processes
+	// out to it: another test than this one.
+	if swap, err := meminfo("SwapTotal:"); err != nil || swap != 0 {
+		t.Fatalf("memory pressure is measured without swap: SwapTotal %d bytes (%v)", swap, err)
+	}
+	dir := t.TempDir()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil || fs.Type == unix.TMPFS_MAGIC {
+		t.Fatalf("%s: the page-cache file must be on a disk, not in memory (statfs: %v)", dir, err)
+	}
+	file := filepath.Join(dir, "pagecache")
 	if out, err := exec.Command("dd", "if=/dev/zero", "of="+file, "bs=1M", fmt.Sprintf("count=%d", memFile>>20), "status=none").CombinedOutput(); err != nil {
 		t.Fatalf("write %s: %v: %s", file, err, out)
 	}
-	avail, err := memAvailable()
+	avail, err := meminfo("MemAvailable:")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +171,7 @@ func memPressure(t *testing.T) (alive func() error) {
 	})
 	start := func(cmd *exec.Cmd, what, ready string) {
 		t.Helper()
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -182,14 +199,16 @@ func memPressure(t *testing.T) (alive func() error) {
 	}
 	start(hog(fmt.Sprintf("hold:%d", hold)), "holding hog", "MEMHOG holding")
 	start(hog(fmt.Sprintf("churn:%d", memChurn)), "churning hog", "MEMHOG churning")
-	start(exec.Command("sh", "-c", "while :; do cat "+file+" > /dev/null; done"), "page-cache reader", "")
+	start(exec.Command("sh", "-c", "while kill -0 $PPID 2>/dev/null; do cat "+file+" > /dev/null; done"), "page-cache reader", "")
 	t.Logf("memory pressure: %d MB held, %d MB churned, a %d MB file read in a loop, %d MB were available",
 		hold>>20, memChurn>>20, memFile>>20, avail>>20)
 	return func() error {
 		for _, p := range procs {
-			var ws syscall.WaitStatus
-			if pid, _ := syscall.Wait4(p.cmd.Process.Pid, &ws, syscall.WNOHANG, nil); pid == p.cmd.Process.Pid {
-				return fmt.Errorf("the %s ended: %v", p.what, ws)
+			// WNOWAIT: an ended process stays to be reaped by the
+			// cleanup, so its process group id is not reused meanwhile.
+			var info unix.Siginfo
+			if err := unix.Waitid(unix.P_PID, p.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err == nil && info.Signo != 0 {
+				return fmt.Errorf("the %s ended", p.what)
 			}
 		}
 		return nil
@@ -197,31 +216,36 @@ func memPressure(t *testing.T) (alive func() error) {
 }
 
 func TestMemHogHoldsAndChurns(t *testing.T) {
-	if err := memHog("hold"); err == nil {
-		t.Error("a spec without a size was accepted")
-	}
-	if err := memHog("grab:4096"); err == nil {
-		t.Error("an unknown mode was accepted")
+	for _, bad := range []string{"hold", "grab:4096", "hold:-1"} {
+		if err := memHog(bad); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	const size = 64 << 20
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=hold:%d", memHogEnv, size))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	hog := func(mode, ready string) *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command(self)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d", memHogEnv, mode, size))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if line, err := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != ready {
+			t.Fatalf("the %s hog said %q (%v)", mode, line, err)
+		}
+		return cmd
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	if line, err := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "MEMHOG holding" {
-		t.Fatalf("the hog said %q (%v)", line, err)
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	holder := hog("hold", "MEMHOG holding")
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", holder.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,5 +257,14 @@ func TestMemHogHoldsAndChurns(t *testing.T) {
 	}
 	if rssKB<<10 < size {
 		t.Errorf("the hog holding %d MB is %d kB resident", size>>20, rssKB)
+	}
+	churner := hog("churn", "MEMHOG churning")
+	time.Sleep(200 * time.Millisecond)
+	// Both still at it: neither stopped by itself.
+	for _, c := range []*exec.Cmd{holder, churner} {
+		var info unix.Siginfo
+		if err := unix.Waitid(unix.P_PID, c.Process.Pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil || info.Signo != 0 {
+			t.Errorf("%v ended early (%v)", c.Env[len(c.Env)-1], err)
+		}
 	}
 }

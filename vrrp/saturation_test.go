@@ -135,7 +135,7 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 	}
 	var buf bytes.Buffer
 	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\tlongest gaps ms (stolen)\tstolen ms\telection ms\ttimer late ms (lb1/lb2)\tlb1 GCs\tlb1 reloads\tmemory stall %\tcapture drops\tload\tscheduling\t")
+	fmt.Fprintln(w, "implementation\tbackup adverts\ttakeovers\tmaster adverts\tmaster max gap ms\tlongest gaps ms (stolen/window)\tstolen ms\telection ms\ttimer late ms (lb1/lb2)\tlb1 GCs\tlb1 reloads\tmemory stall %\tcapture drops\tload\tscheduling\t")
 	for _, r := range rows {
 		late := "-"
 		if !strings.HasPrefix(r.Case.Impl, "keepalived") {
@@ -155,7 +155,7 @@ func BenchmarkNetnsSaturated(b *testing.B) {
 		}
 		var gaps []string
 		for _, g := range r.Gaps {
-			gaps = append(gaps, fmt.Sprintf("%.1f (%.0f)", g.Ms, g.Stolen))
+			gaps = append(gaps, fmt.Sprintf("%.1f (%.0f/%.0f)", g.Ms, g.Stolen, g.Window))
 		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%s\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Case.Impl, r.BackupAdverts, r.Takeovers, r.MasterAdverts, r.MasterMaxGap, strings.Join(gaps, ", "), r.Stolen, r.Election, late, gcs, reloads, stall, r.Dropped, r.Load, r.Scheduling)
 	}
@@ -437,7 +437,7 @@ func satSaturate(t *testing.T, n int) {
 	})
 	for range n {
 		cmd := exec.Command("sh", "-c", "while :; do :; done")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start a busy process: %v", err)
 		}
