@@ -105,7 +105,7 @@ func BenchmarkVMResync(b *testing.B) {
 		{"resync_backup", "resync-backup-adverts"},
 		{"quiet_gap_ms", "quiet-master-gap-ms"},
 		{"resync_gap_ms", "resync-master-gap-ms"},
-		{"repairs", "repairs"},
+		{"services_installed", "services-installed"},
 	} {
 		v, ok := r[m.key]
 		if !ok {
@@ -116,10 +116,10 @@ func BenchmarkVMResync(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	fmt.Printf("\nAdverts from the backup while the master lives, VM (qemu TCG), %g ms adverts, %g virtual services x %g real servers on each director, %g busy processes:\n"+
 		"  quiet, %g s:      %g backup adverts, %g master adverts, longest master gap %g ms\n"+
-		"  re-syncing, %g s: %g backup adverts, %g master adverts, longest master gap %g ms (both tables flushed %g times, %g services installed again)\n",
+		"  re-syncing, %g s: %g backup adverts, %g master adverts, longest master gap %g ms (both tables flushed %g times: %g services, %g real servers installed again)\n",
 		r["advert_ms"], r["services"], r["reals"], r["busy_procs"],
 		r["quiet_s"], r["quiet_backup"], r["quiet_master"], r["quiet_gap_ms"],
-		r["resync_s"], r["resync_backup"], r["resync_master"], r["resync_gap_ms"], r["flushes"], r["repairs"])
+		r["resync_s"], r["resync_backup"], r["resync_master"], r["resync_gap_ms"], r["flushes"], r["services_installed"], r["reals_installed"])
 }
 
 // printTable prints the guest's DRILL-ROW lines as the drill table.
