@@ -34,13 +34,17 @@ type Proc struct {
 	copied chan struct{} // closed when the output pipe is drained or closed
 	done   chan struct{} // closed when the process has been reaped
 	err    error         // exit status, valid after done
+	halted sync.Once     // stop's work, done once
 }
 
-// Start runs argv in the background inside the host. The lab stops it at
-// teardown (SIGTERM to its process group, SIGKILL after a grace period) and
-// logs its output, which is where a daemon's complaints end up when a test
-// fails. The output pipe is not shared with the test binary, so daemons that
-// fork and keep it open cannot block anything.
+// Start runs argv in the background inside the host. It is stopped
+// (SIGTERM to its process group, SIGKILL after a grace period) by a
+// cleanup registered now, so before the cleanups registered earlier run:
+// a directory the test made for it (t.TempDir) is removed only after it
+// has stopped writing there. The lab logs its output at teardown, which is
+// where a daemon's complaints end up when a test fails. The output pipe is
+// not shared with the test binary, so daemons that fork and keep it open
+// cannot block anything.
 func (h *Host) Start(argv ...string) *Proc {
 	t := h.lab.t
 	t.Helper()
@@ -48,6 +52,7 @@ func (h *Host) Start(argv ...string) *Proc {
 	if err != nil {
 		t.Fatalf("netlab: %v", err)
 	}
+	t.Cleanup(func() { p.stop(stopGrace) })
 	return p
 }
 
@@ -156,6 +161,10 @@ func (p *Proc) Wait(timeout time.Duration) error {
 
 // stop ends the process group politely, then not, and drains the output.
 func (p *Proc) stop(grace time.Duration) {
+	p.halted.Do(func() { p.halt(grace) })
+}
+
+func (p *Proc) halt(grace time.Duration) {
 	select {
 	case <-p.done:
 	default:
