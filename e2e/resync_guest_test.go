@@ -84,48 +84,20 @@ func TestGuestResyncUnderAdverts(t *testing.T) {
 		}
 		procs[i] = hosts[i].Start(filepath.Join(binDir(), "directord"), "-c", cfg)
 	}
-	t.Cleanup(func() {
-		for _, p := range procs {
-			p.Signal(syscall.SIGTERM)
-			p.Wait(15 * time.Second)
-		}
-	})
-	waitLog := func(p *netlab.Proc, what string, d time.Duration) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for !strings.Contains(string(p.Output()), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q within %v:\n%s", what, d, p.Output())
-			}
-			time.Sleep(50 * time.Millisecond)
+	for i, st := range []string{"to=MASTER", "to=BACKUP"} {
+		if !waitUntil(func() bool { return strings.Contains(string(procs[i].Output()), st) }, 30*time.Second) {
+			t.Fatalf("lb%d: no %q within 30s:\n%s", i+1, st, procs[i].Output())
 		}
 	}
-	waitLog(procs[0], "to=MASTER", 30*time.Second)
-	waitLog(procs[1], "to=BACKUP", 30*time.Second)
 	// Both tables installed before the stretches begin.
 	for _, h := range hosts {
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			svcs, reals := resyncCount(t, h)
-			if svcs == resyncServices && reals == resyncServices*resyncReals {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d virtual services and %d real servers installed after 60s, want %d and %d", h.Label, svcs, reals, resyncServices, resyncServices*resyncReals)
-			}
-			time.Sleep(200 * time.Millisecond)
+		if svcs, reals, ok := resyncWhole(t, h, 60*time.Second); !ok {
+			t.Fatalf("%s: %d virtual services and %d real servers installed after 60s, want %d and %d", h.Label, svcs, reals, resyncServices, resyncServices*resyncReals)
 		}
 	}
 	time.Sleep(2 * time.Second)
 
-	for range busyProcs {
-		p := exec.Command("sh", "-c", "while :; do :; done")
-		p.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := p.Start(); err != nil {
-			t.Fatalf("start a busy process: %v", err)
-		}
-		t.Cleanup(func() { syscall.Kill(-p.Process.Pid, syscall.SIGKILL); p.Wait() })
-	}
+	netlab.Busy(t, busyProcs)
 	capture := exec.Command("ip", "netns", "exec", nl.Switch, "tcpdump", "-i", nl.LAN.Bridge, "-n", "-tt", "-l", "--immediate-mode", "ip proto 112")
 	var out, errb bytes.Buffer
 	capture.Stdout, capture.Stderr = &out, &errb
@@ -169,32 +141,23 @@ func TestGuestResyncUnderAdverts(t *testing.T) {
 	capture.Wait()
 	// Both tables whole again, a re-sync later.
 	for _, h := range hosts {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			svcs, reals := resyncCount(t, h)
-			if svcs == resyncServices && reals == resyncServices*resyncReals {
-				break
-			}
-			if time.Now().After(deadline) {
-				kinds := map[string]int{}
-				msgRe := regexp.MustCompile(`msg="([^"]+)" op="(\w+ \w+)`)
-				for i, p := range procs {
-					for _, l := range strings.Split(string(p.Output()), "\n") {
-						if m := msgRe.FindStringSubmatch(l); m != nil {
-							kinds[fmt.Sprintf("lb%d %s: %s", i+1, m[1], m[2])]++
-						}
+		if svcs, reals, ok := resyncWhole(t, h, 5*time.Second); !ok {
+			kinds := map[string]int{}
+			msgRe := regexp.MustCompile(`msg="([^"]+)" op="(\w+ \w+)`)
+			for i, p := range procs {
+				for _, l := range strings.Split(string(p.Output()), "\n") {
+					if m := msgRe.FindStringSubmatch(l); m != nil {
+						kinds[fmt.Sprintf("lb%d %s: %s", i+1, m[1], m[2])]++
 					}
 				}
-				var first []string
-				for k, n := range kinds {
-					first = append(first, fmt.Sprintf("%s x%d", k, n))
-				}
-				sort.Strings(first)
-				t.Errorf("%s: %d virtual services and %d real servers 5s after the last flush, want %d and %d; IPVS operations logged:\n%s",
-					h.Label, svcs, reals, resyncServices, resyncServices*resyncReals, strings.Join(first, "\n"))
-				break
 			}
-			time.Sleep(200 * time.Millisecond)
+			var logged []string
+			for k, n := range kinds {
+				logged = append(logged, fmt.Sprintf("%s x%d", k, n))
+			}
+			sort.Strings(logged)
+			t.Errorf("%s: %d virtual services and %d real servers 5s after the last flush, want %d and %d; IPVS operations logged:\n%s",
+				h.Label, svcs, reals, resyncServices, resyncServices*resyncReals, strings.Join(logged, "\n"))
 		}
 	}
 	services1, reals1 := repairs()
@@ -270,15 +233,25 @@ func TestGuestResyncUnderAdverts(t *testing.T) {
 	}
 }
 
-// resyncCount is how many virtual services and real servers h's IPVS
-// table holds.
-func resyncCount(t *testing.T, h *netlab.Host) (services, reals int) {
+// resyncWhole waits up to d for h's IPVS table to hold every configured
+// service and real server, and returns what it held last. It lists the
+// table every 200 ms: a listing of 2,200 entries is work for the
+// emulated guest.
+func resyncWhole(t *testing.T, h *netlab.Host, d time.Duration) (services, reals int, ok bool) {
 	t.Helper()
-	out, err := h.Run(t.Context(), "ipvsadm", "-Ln")
-	if err != nil {
-		t.Fatalf("%s: ipvsadm -Ln: %v", h.Label, err)
+	for deadline := time.Now().Add(d); ; time.Sleep(200 * time.Millisecond) {
+		out, err := h.Run(t.Context(), "ipvsadm", "-Ln")
+		if err != nil {
+			t.Fatalf("%s: ipvsadm -Ln: %v", h.Label, err)
+		}
+		services, reals = strings.Count(string(out), "\nTCP  "), strings.Count(string(out), "  -> 198.51.100.")
+		if services == resyncServices && reals == resyncServices*resyncReals {
+			return services, reals, true
+		}
+		if time.Now().After(deadline) {
+			return services, reals, false
+		}
 	}
-	return strings.Count(string(out), "\nTCP  "), strings.Count(string(out), "  -> 198.51.100.")
 }
 
 func resyncConfig(name, dir string, prio int, advert time.Duration) string {

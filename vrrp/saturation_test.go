@@ -256,7 +256,7 @@ func satMeasure(t *testing.T, c satCase) satResult {
 	t0 := time.Now()
 	capture := satCapture(t, lab)
 	steal := startStealSampler(t)
-	satSaturate(t, c.Busy)
+	netlab.Busy(t, c.Busy)
 	gcs := 0
 	if c.Impl == "directord-gc" {
 		// Garbage-heavy work elsewhere in directord: both daemons'
@@ -422,27 +422,6 @@ func satLateness(n *node) float64 {
 		}
 	}
 	return most
-}
-
-// satSaturate starts n busy-looping processes for the rest of the test;
-// they are killed at cleanup, whatever happens.
-func satSaturate(t *testing.T, n int) {
-	t.Helper()
-	var procs []*exec.Cmd
-	t.Cleanup(func() {
-		for _, p := range procs {
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			_ = p.Wait()
-		}
-	})
-	for range n {
-		cmd := exec.Command("sh", "-c", "while :; do :; done")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start a busy process: %v", err)
-		}
-		procs = append(procs, cmd)
-	}
 }
 
 // satCap is tcpdump on the LAN bridge in the switch namespace, writing
