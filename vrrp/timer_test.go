@@ -29,7 +29,7 @@ type timedMaster struct {
 	in     *instance
 	cancel context.CancelFunc
 	done   chan error
-	rx     chan wireAdvert
+	rfd    int // the peer's socket: adverts wait there, kernel-timestamped
 }
 
 // startTimedMaster starts a priority-255 master (MASTER at once) whose
@@ -45,6 +45,11 @@ func startTimedMaster(t *testing.T, withTimer bool, interval time.Duration) *tim
 		t.Fatal(err)
 	}
 	if err := unix.SetsockoptInt(rfd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Room for every advert of a test (about a hundred) until collect
+	// reads them.
+	if err := unix.SetsockoptInt(rfd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	sa, err := unix.Getsockname(rfd)
@@ -86,8 +91,7 @@ func startTimedMaster(t *testing.T, withTimer bool, interval time.Duration) *tim
 	e.pfds[0].Fd = int32(sfd)
 	e.pfds[2].Fd = int32(wfd)
 
-	m := &timedMaster{e: e, in: e.insts[0], done: make(chan error, 1), rx: make(chan wireAdvert, 4096)}
-	go m.receive(rfd)
+	m := &timedMaster{e: e, in: e.insts[0], done: make(chan error, 1), rfd: rfd}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go func() {
@@ -104,7 +108,7 @@ func startTimedMaster(t *testing.T, withTimer bool, interval time.Duration) *tim
 	}()
 	t.Cleanup(func() {
 		m.stop()
-		unix.Close(rfd) // ends the receiver
+		unix.Close(rfd)
 		unix.Close(sfd)
 		unix.Close(wfd)
 	})
@@ -120,15 +124,17 @@ func (m *timedMaster) stop() {
 	}
 }
 
-// receive records adverts with their kernel receive time until fd closes.
-func (m *timedMaster) receive(fd int) {
+// collect returns the adverts received since the last collect, each at
+// its kernel receive time. It reads them from the socket itself, so none
+// is missed because a reader was scheduled late on a loaded machine.
+func (m *timedMaster) collect() []wireAdvert {
+	var out []wireAdvert
 	buf := make([]byte, 1500)
 	oob := make([]byte, 128)
 	for {
-		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+		n, oobn, _, _, err := unix.Recvmsg(m.rfd, buf, oob, unix.MSG_DONTWAIT)
 		if err != nil {
-			close(m.rx)
-			return
+			return out // EAGAIN: all read
 		}
 		a := wireAdvert{at: time.Now()}
 		if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
@@ -142,23 +148,7 @@ func (m *timedMaster) receive(fd int) {
 		if n >= 8 {
 			a.prio = buf[2]
 		}
-		m.rx <- a
-	}
-}
-
-// collect returns the adverts received so far.
-func (m *timedMaster) collect() []wireAdvert {
-	var out []wireAdvert
-	for {
-		select {
-		case a, ok := <-m.rx:
-			if !ok {
-				return out
-			}
-			out = append(out, a)
-		default:
-			return out
-		}
+		out = append(out, a)
 	}
 }
 
