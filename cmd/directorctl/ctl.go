@@ -232,7 +232,11 @@ func printIPVS(w io.Writer, t control.IPVSTable, stats, rate bool) {
 }
 
 func printDrill(w io.Writer, d control.DrillReport) {
-	fmt.Fprintf(w, "drill %s on %s (advert interval %s)\n", d.Instance, d.Node, d.AdvertInterval)
+	fmt.Fprintf(w, "drill %s on %s (advert interval %s)", d.Instance, d.Node, d.AdvertInterval)
+	if !d.Started.IsZero() {
+		fmt.Fprintf(w, " started %s", d.Started.Format("2006-01-02T15:04:05.000Z07:00"))
+	}
+	fmt.Fprintln(w)
 	for _, s := range d.Steps {
 		fmt.Fprintf(w, "  %+10.1fms  %s\n", s.AtMS, s.What)
 	}

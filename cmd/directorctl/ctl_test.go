@@ -54,7 +54,8 @@ func (f *fakeDaemon) Drill(name string, ret bool) (control.DrillReport, error) {
 	if name != "VI_1" {
 		return control.DrillReport{}, errors.New(name + " is BACKUP on this node, not MASTER: run the drill on the master")
 	}
-	r := control.DrillReport{Node: "lb1", Instance: name, AdvertInterval: "100ms", PeerAdvertMS: 61.5, VIPAnswerMS: 70.25, TakeBackMS: -1,
+	r := control.DrillReport{Node: "lb1", Instance: name, AdvertInterval: "100ms",
+		Started: time.Date(2026, 11, 21, 18, 5, 1, 123456789, time.UTC), PeerAdvertMS: 61.5, VIPAnswerMS: 70.25, TakeBackMS: -1,
 		Steps: []control.DrillStep{{AtMS: 0, What: "priority-0 advert sent"}, {AtMS: 61.5, What: "first advert from 192.0.2.12 as master"}, {AtMS: 70.25, What: "192.0.2.50 answers ARP from 02:00:00:00:00:02"}}}
 	if ret {
 		r.TakeBackMS = 400
@@ -192,14 +193,14 @@ func TestEventsStream(t *testing.T) {
 func TestDrillTimeline(t *testing.T) {
 	sock := fakeSocket(t, &fakeDaemon{})
 	rc, out, errOut := runCtl(t, "-s", sock, "drill", "VI_1")
-	if rc != exitOK || !strings.Contains(out, "drill VI_1 on lb1 (advert interval 100ms)") || !strings.Contains(out, "+61.5ms  first advert from 192.0.2.12 as master") ||
+	if rc != exitOK || !strings.Contains(out, "drill VI_1 on lb1 (advert interval 100ms) started 2026-11-21T18:05:01.123Z\n") || !strings.Contains(out, "+61.5ms  first advert from 192.0.2.12 as master") ||
 		!strings.Contains(out, "handover: peer's first advert 61.5 ms, VIP answering from the peer 70.2 ms\n") {
 		t.Errorf("drill: exit %d, %q %q", rc, out, errOut)
 	}
 	if rc, out, _ := runCtl(t, "-s", sock, "drill", "VI_1", "--return"); rc != exitOK || !strings.Contains(out, "MASTER again 400.0 ms") {
 		t.Errorf("drill --return: exit %d, %q", rc, out)
 	}
-	if rc, out, _ := runCtl(t, "-s", sock, "--json", "drill", "--return", "VI_1"); rc != exitOK || !strings.Contains(out, `"take_back_ms":400`) {
+	if rc, out, _ := runCtl(t, "-s", sock, "--json", "drill", "--return", "VI_1"); rc != exitOK || !strings.Contains(out, `"take_back_ms":400`) || !strings.Contains(out, `"started":"2026-11-21T18:05:01.123456789Z"`) {
 		t.Errorf("drill --json --return: exit %d, %q", rc, out)
 	}
 	if rc, _, errOut := runCtl(t, "-s", sock, "drill", "VI_2"); rc != exitFail || !strings.Contains(errOut, "run the drill on the master") {

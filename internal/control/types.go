@@ -31,10 +31,14 @@ type Request struct {
 // DrillReport is the answer to drill: the timeline of a handover as this
 // node saw it, from the moment it handed over.
 type DrillReport struct {
-	Node           string      `json:"node"`
-	Instance       string      `json:"instance"`
-	AdvertInterval string      `json:"advert_interval"`
-	Steps          []DrillStep `json:"steps"`
+	Node           string `json:"node"`
+	Instance       string `json:"instance"`
+	AdvertInterval string `json:"advert_interval"`
+	// Started is when the drill began on this node; the steps' AtMS
+	// count from it, so the timeline lines up with logs and captures
+	// taken elsewhere.
+	Started time.Time   `json:"started"`
+	Steps   []DrillStep `json:"steps"`
 	// Milliseconds from the handover to the peer's first advert as
 	// master, to the VIP answering ARP from the peer, and to this node
 	// being MASTER again (--return); -1 when it did not happen.

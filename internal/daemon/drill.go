@@ -36,6 +36,7 @@ func (h *controlHandler) Drill(name string, ret bool) (control.DrillReport, erro
 		PeerAdvertMS: -1, VIPAnswerMS: -1, TakeBackMS: -1}
 	limit := 10*inCfg.AdvertInterval + 3*time.Second
 	t0 := time.Now()
+	rep.Started = t0
 	ms := func(t time.Time) float64 { return float64(t.Sub(t0).Microseconds()) / 1000 }
 	step := func(t time.Time, what string) {
 		rep.Steps = append(rep.Steps, control.DrillStep{AtMS: ms(t), What: what})
