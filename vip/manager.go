@@ -52,7 +52,8 @@ const (
 	EventBound        EventKind = "bound"
 	EventReleased     EventKind = "released"
 	EventReadded      EventKind = "readded"       // removed by someone else while held, bound again
-	EventConflict     EventKind = "conflict"      // another host claims a VIP we hold
+	EventConflict     EventKind = "conflict"      // another host answers for a VIP we hold
+	EventReclaimed    EventKind = "reclaimed"     // another host claimed a VIP we hold and let go; announced again
 	EventStaleRemoved EventKind = "stale-removed" // left bound by an earlier run, removed at start
 	EventError        EventKind = "error"
 )
@@ -62,14 +63,14 @@ type Event struct {
 	Kind    EventKind
 	Owner   string
 	Address Address
-	// MAC is the other host's address in a conflict.
+	// MAC is the other host's address in a conflict or a reclaim.
 	MAC net.HardwareAddr
 	Err error
 }
 
 // Stats are the manager's counters since it started.
 type Stats struct {
-	Bound, Released, Readded, StaleRemoved, Conflicts uint64
+	Bound, Released, Readded, StaleRemoved, Conflicts, Reclaimed uint64
 	// Announcements counts frames sent: ARP requests and replies, NAs and probes.
 	Announcements uint64
 	Errors        uint64
@@ -87,13 +88,19 @@ type Config struct {
 	// netlink notification arrived (a lost notification, a re-subscription).
 	// Default 5s.
 	GuardInterval time.Duration
-	// ConflictHoldoff reports one conflict per VIP and foreign MAC at most
-	// this often. Default 10s.
+	// ConflictHoldoff reports one conflict, and logs one reclaim, per VIP
+	// and foreign MAC at most this often. Default 10s.
 	ConflictHoldoff time.Duration
 	// ConflictGrace is how long a claim must outlive before it counts: in
 	// a normal handback the new master's gratuitous ARP can arrive before
 	// its advert has made this node release the VIP. Default 500ms.
 	ConflictGrace time.Duration
+	// ConflictProbeWait is how long, after a claim counted, an answer to
+	// the probe asking who holds the address is waited for. An answer is
+	// a conflict; none means the other host let go (a split brain that
+	// healed) and the address is announced again, since hosts may still
+	// send to the other host's MAC. Default 200ms.
+	ConflictProbeWait time.Duration
 
 	listen listenFunc
 }
@@ -110,6 +117,10 @@ type Manager struct {
 	owners       map[string]*owner
 	links        map[string]*link
 	lastConflict map[conflictKey]time.Time
+	lastReclaim  map[conflictKey]time.Time
+	// probing holds the claims whose probe is out: a claim from the same
+	// MAC meanwhile is its answer.
+	probing map[conflictKey]*claimProbe
 	// repairErr remembers the last repair failure per address, so a
 	// persistent one is logged once, not every GuardInterval.
 	repairErr map[Address]string
@@ -117,7 +128,7 @@ type Manager struct {
 	saved  []stateEntry
 	closed bool
 
-	bound, released, readded, stale, conflicts, sent, errs atomic.Uint64
+	bound, released, readded, stale, conflicts, reclaimed, sent, errs atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,6 +148,8 @@ type conflictKey struct {
 	mac string
 }
 
+type claimProbe struct{ answered bool }
+
 // New starts a manager. Addresses an earlier run left bound (listed in the
 // state file) are removed first, so nothing is held that no owner acquired.
 func New(cfg Config) (*Manager, error) {
@@ -155,6 +168,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ConflictGrace <= 0 {
 		cfg.ConflictGrace = 500 * time.Millisecond
 	}
+	if cfg.ConflictProbeWait <= 0 {
+		cfg.ConflictProbeWait = 200 * time.Millisecond
+	}
 	if cfg.listen == nil {
 		cfg.listen = listenPacket
 	}
@@ -169,6 +185,8 @@ func New(cfg Config) (*Manager, error) {
 		owners:       map[string]*owner{},
 		links:        map[string]*link{},
 		lastConflict: map[conflictKey]time.Time{},
+		lastReclaim:  map[conflictKey]time.Time{},
+		probing:      map[conflictKey]*claimProbe{},
 		repairErr:    map[Address]string{},
 	}
 	if err := m.removeStale(); err != nil {
@@ -575,7 +593,7 @@ func (m *Manager) Held(name string) []Address {
 func (m *Manager) Stats() Stats {
 	return Stats{
 		Bound: m.bound.Load(), Released: m.released.Load(), Readded: m.readded.Load(),
-		StaleRemoved: m.stale.Load(), Conflicts: m.conflicts.Load(),
+		StaleRemoved: m.stale.Load(), Conflicts: m.conflicts.Load(), Reclaimed: m.reclaimed.Load(),
 		Announcements: m.sent.Load(), Errors: m.errs.Load(),
 	}
 }
@@ -695,19 +713,23 @@ func (m *Manager) announce(o *owner, only []Address) {
 
 // onClaim sees every ARP packet and neighbour advertisement on the links. A
 // claim for a VIP we hold, on the VIP's interface, from a MAC that is not
-// the interface's, is another host answering for our address, if we still
-// hold the address ConflictGrace later.
+// the interface's, counts if we still hold the address ConflictGrace
+// later; a claim while a probe for that VIP and MAC is out answers it.
 func (m *Manager) onClaim(l *link, c claim) {
 	if bytes.Equal(c.mac, l.ifi.HardwareAddr) {
 		return
 	}
 	m.mu.Lock()
 	o, _ := m.holdingLocked(c.ip, l.ifi.Name)
+	if p, ok := m.probing[conflictKey{c.ip, c.mac.String()}]; ok && o != nil {
+		p.answered = true
+		o = nil
+	}
 	m.mu.Unlock()
 	if o == nil {
 		return
 	}
-	time.AfterFunc(m.cfg.ConflictGrace, func() { m.confirmConflict(o, l.ifi.Name, c) })
+	time.AfterFunc(m.cfg.ConflictGrace, func() { m.confirmClaim(o, l.ifi.Name, c) })
 }
 
 // holdingLocked returns the owner holding ip on ifname, and the address.
@@ -722,26 +744,97 @@ func (m *Manager) holdingLocked(ip netip.Addr, ifname string) (*owner, Address) 
 	return nil, Address{}
 }
 
-func (m *Manager) confirmConflict(was *owner, ifname string, c claim) {
+// confirmClaim runs ConflictGrace after another host claimed an address
+// we held: if we still hold it, it asks who holds the address now (an ARP
+// probe or a DAD solicitation, which claim nothing) and waits
+// ConflictProbeWait for the other host's answer.
+func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 	m.mu.Lock()
 	o, a := m.holdingLocked(c.ip, ifname)
+	key := conflictKey{c.ip, c.mac.String()}
 	if o == nil || o != was || m.closed {
 		// Released meanwhile: a handover, not a conflict.
 		m.mu.Unlock()
 		return
 	}
-	ownerName := o.name
-	key := conflictKey{c.ip, c.mac.String()}
-	now := time.Now()
-	if last, ok := m.lastConflict[key]; ok && now.Sub(last) < m.cfg.ConflictHoldoff {
+	if _, ok := m.probing[key]; ok {
 		m.mu.Unlock()
+		return // the probe out answers for this claim too
+	}
+	l, err := m.linkFor(ifname)
+	if err != nil || l == nil {
+		// No way to ask: the claim stands.
+		report := m.dueLocked(key, true)
+		m.mu.Unlock()
+		if report {
+			m.reportConflict(o.name, a, c.mac)
+		}
 		return
 	}
-	m.lastConflict[key] = now
+	p := &claimProbe{}
+	m.probing[key] = p
+	m.wg.Add(1)
 	m.mu.Unlock()
+	go func() {
+		defer m.wg.Done()
+		err := l.probe(c.ip)
+		if err == nil {
+			sleep(o.ctx, m.cfg.ConflictProbeWait)
+		}
+		m.mu.Lock()
+		delete(m.probing, key)
+		now, _ := m.holdingLocked(c.ip, ifname)
+		held := now == o && !m.closed && o.ctx.Err() == nil
+		answered, ann := p.answered, o.ann
+		report := held && m.dueLocked(key, answered || err != nil)
+		m.mu.Unlock()
+		switch {
+		case !held:
+		case err != nil:
+			m.fail(o.name, a, fmt.Errorf("probe %s: %w", a, err))
+			if report {
+				m.reportConflict(o.name, a, c.mac)
+			}
+		case answered:
+			if report {
+				m.reportConflict(o.name, a, c.mac)
+			}
+		default:
+			// A DR real server without arp_announce claims the VIP in
+			// its own ARP requests, again and again: announce each time,
+			// log once per holdoff.
+			m.reclaimed.Add(1)
+			level := slog.LevelDebug
+			if report {
+				level = slog.LevelWarn
+			}
+			m.log.Log(context.Background(), level, "VIP reclaimed: another host claimed this address and no longer answers for it; announcing it again",
+				"instance", o.name, "vip", a.Prefix, "interface", a.Interface, "mac", c.mac.String())
+			m.emit(Event{Kind: EventReclaimed, Owner: o.name, Address: a, MAC: c.mac})
+			m.burst(o, ann, []Address{a})
+		}
+	}()
+}
+
+// dueLocked says whether a conflict (or a reclaim) for key is to be
+// reported: each once per ConflictHoldoff for each address and MAC.
+func (m *Manager) dueLocked(key conflictKey, conflict bool) bool {
+	last := m.lastConflict
+	if !conflict {
+		last = m.lastReclaim
+	}
+	now := time.Now()
+	if t, ok := last[key]; ok && now.Sub(t) < m.cfg.ConflictHoldoff {
+		return false
+	}
+	last[key] = now
+	return true
+}
+
+func (m *Manager) reportConflict(ownerName string, a Address, mac net.HardwareAddr) {
 	m.conflicts.Add(1)
-	m.log.Warn("VIP conflict: another host claims this address", "instance", ownerName, "vip", a.Prefix, "interface", a.Interface, "mac", c.mac.String())
-	m.emit(Event{Kind: EventConflict, Owner: ownerName, Address: a, MAC: c.mac})
+	m.log.Warn("VIP conflict: another host answers for this address", "instance", ownerName, "vip", a.Prefix, "interface", a.Interface, "mac", mac.String())
+	m.emit(Event{Kind: EventConflict, Owner: ownerName, Address: a, MAC: mac})
 }
 
 // guard keeps held addresses bound: a deletion notification for one of

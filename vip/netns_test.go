@@ -482,10 +482,11 @@ func TestNetnsStaleVIPRemovedOnRestart(t *testing.T) {
 }
 
 // Another host answering for the VIP is reported: one that already holds it
-// answers the probe sent before taking it, and one that announces it while
-// we hold it is heard.
+// answers the probe sent before taking it, and again the probe asking who
+// holds it once the claim outlived the grace. The manager does not fight
+// a host that answers: it announces the VIPs once, as it took them.
 func TestNetnsConflictReported(t *testing.T) {
-	a, b, rogue := newLab(t)
+	_, b, rogue := newLab(t)
 	for _, args := range [][]string{
 		{"ip", "addr", "add", vip4 + "/32", "dev", "eth0"},
 		{"ip", "addr", "add", vip6 + "/128", "dev", "eth0", "nodad"},
@@ -494,6 +495,7 @@ func TestNetnsConflictReported(t *testing.T) {
 			t.Fatalf("%v: %v: %s", args, err, out)
 		}
 	}
+	capt := startCapture(t, rogue)
 	pb := startHelper(t, b, spec{StateDir: t.TempDir(), Addrs: vipAddrs(), Repeat: 1})
 	for _, ip := range []string{vip4, vip6} {
 		e := waitEvent(t, pb, "conflict", ip)
@@ -501,19 +503,96 @@ func TestNetnsConflictReported(t *testing.T) {
 			t.Errorf("conflict for %s names %s, want the rogue's %s", ip, e.MAC, rogue.MAC())
 		}
 	}
+	time.Sleep(time.Second)
+	if es := findEvents(pb, "reclaimed", ""); len(es) != 0 {
+		t.Errorf("VIPs announced again while the rogue answers for them: %+v", es)
+	}
+	var garps, nas, probes int
+	for _, f := range decode(capt.stop()) {
+		switch {
+		case !bytes.Equal(f.src, b.MAC()):
+		case f.arp != nil && f.arp.Operation == arp.OperationRequest && f.arp.SenderIP.String() == vip4 && f.arp.TargetIP.String() == vip4:
+			garps++
+		case f.arp != nil && f.arp.SenderIP.IsUnspecified() && f.arp.TargetIP.String() == vip4:
+			probes++
+		case f.na != nil && f.na.TargetAddress.String() == vip6:
+			nas++
+		}
+	}
+	if garps != 1 || nas != 1 || probes < 2 {
+		t.Errorf("B sent %d gratuitous ARP requests and %d NAs for the VIPs (want 1 each, as it took them) and %d ARP probes (want one before taking, one after the claim)", garps, nas, probes)
+	}
+}
 
-	// After taking: host A announces the VIP as a second master would.
+// A host that claimed a VIP we hold and let go (a split brain healed, the
+// other master's step-down lost) leaves hosts sending to its MAC: the
+// probe after the grace gets no answer, so the VIP is announced again and
+// the client's entry comes back.
+func TestNetnsClaimLetGoIsReclaimed(t *testing.T) {
+	a, b, client := newLab(t)
+	pb := startHelper(t, b, spec{StateDir: t.TempDir(), Addrs: vipAddrs(), Repeat: 1})
+	if err := client.Ping(context.Background(), netip.MustParseAddr(vip4)); err != nil {
+		t.Fatal(err)
+	}
+	if mac := neighbourMAC(t, client, netip.MustParseAddr(vip4)); mac != b.MAC().String() {
+		t.Fatalf("client reaches %s at %s, want B's %s", vip4, mac, b.MAC())
+	}
+	capt := startCapture(t, client)
+	claimed := time.Now()
 	sendGARP(t, a, vip4)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, e := range findEvents(pb, "conflict", vip4) {
-			if e.MAC == a.MAC().String() {
-				return
-			}
+	sendNA(t, a, vip6)
+	if mac := neighbourMAC(t, client, netip.MustParseAddr(vip4)); mac != a.MAC().String() {
+		t.Fatalf("after A's gratuitous ARP the client's entry is %s, want A's %s", mac, a.MAC())
+	}
+	for _, ip := range []string{vip4, vip6} {
+		if e := waitEvent(t, pb, "reclaimed", ip); e.MAC != a.MAC().String() {
+			t.Errorf("reclaim of %s names %s, want A's %s", ip, e.MAC, a.MAC())
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for neighbourMAC(t, client, netip.MustParseAddr(vip4)) != b.MAC().String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client's entry for %s stayed %s after the reclaim, want B's %s", vip4, neighbourMAC(t, client, netip.MustParseAddr(vip4)), b.MAC())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("A's gratuitous ARP for %s was not reported as a conflict; output:\n%s", vip4, pb.Output())
+	if cs := findEvents(pb, "conflict", ""); len(cs) != 0 {
+		t.Errorf("a claim nobody answers for was reported as a conflict: %+v", cs)
+	}
+	var again4, again6 time.Time
+	for _, f := range decode(capt.stop()) {
+		if !bytes.Equal(f.src, b.MAC()) {
+			continue
+		}
+		if again4.IsZero() && f.arp != nil && f.arp.SenderIP.String() == vip4 && f.arp.TargetIP.String() == vip4 {
+			again4 = f.at
+		}
+		if again6.IsZero() && f.na != nil && f.na.TargetAddress.String() == vip6 {
+			again6 = f.at
+		}
+	}
+	if again4.IsZero() || again6.IsZero() {
+		t.Fatalf("the client saw no announcement from B after A's claim (ARP at %v, NA at %v)", again4, again6)
+	}
+	t.Logf("B announced again %v (ARP) and %v (NA) after A's claim", again4.Sub(claimed).Round(time.Millisecond), again6.Sub(claimed).Round(time.Millisecond))
+	if d := again4.Sub(claimed); d < 500*time.Millisecond {
+		t.Errorf("B announced %s again %v after the claim, before the grace had passed", vip4, d)
+	}
+
+	// A host that claims again and again (a DR real server without
+	// arp_announce) is answered each time, logged once per holdoff.
+	sendGARP(t, a, vip4)
+	deadline = time.Now().Add(5 * time.Second)
+	for len(findEvents(pb, "reclaimed", vip4)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("A's second claim was not reclaimed; output:\n%s", pb.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(string(pb.Output()), "VIP reclaimed"); n != 2 {
+		t.Errorf("%d reclaim log lines for 3 reclaims of 2 VIPs by one MAC, want 2 (once per VIP and holdoff); output:\n%s", n, pb.Output())
+	}
+	stopHelper(t, pb)
 }
 
 // Binding several VIPs is all or nothing: when one cannot be bound the
@@ -599,6 +678,17 @@ func TestNetnsClaimDuringHandbackIsNoConflict(t *testing.T) {
 // sendGARP makes host h announce ip as a second master would.
 func sendGARP(t *testing.T, h *netlab.Host, ip string) {
 	t.Helper()
+	sendFrame(t, h, ip, garpRequest)
+}
+
+// sendNA makes host h announce IPv6 address ip as a second master would.
+func sendNA(t *testing.T, h *netlab.Host, ip string) {
+	t.Helper()
+	sendFrame(t, h, ip, unsolicitedNA)
+}
+
+func sendFrame(t *testing.T, h *netlab.Host, ip string, build func(net.HardwareAddr, netip.Addr) ([]byte, error)) {
+	t.Helper()
 	err := h.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
@@ -609,7 +699,7 @@ func sendGARP(t *testing.T, h *netlab.Host, ip string) {
 			return err
 		}
 		defer c.Close()
-		f, err := garpRequest(ifi.HardwareAddr, netip.MustParseAddr(ip))
+		f, err := build(ifi.HardwareAddr, netip.MustParseAddr(ip))
 		if err != nil {
 			return err
 		}
@@ -617,6 +707,6 @@ func sendGARP(t *testing.T, h *netlab.Host, ip string) {
 		return err
 	})
 	if err != nil {
-		t.Fatalf("send a gratuitous ARP for %s from %s: %v", ip, h, err)
+		t.Fatalf("announce %s from %s: %v", ip, h, err)
 	}
 }

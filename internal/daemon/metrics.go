@@ -105,7 +105,7 @@ var (
 	mVRRPRecv        = prometheus.NewDesc("directord_vrrp_adverts_received_total", "VRRP adverts received and accepted.", []string{"instance"}, nil)
 	mVRRPLateness    = prometheus.NewDesc("directord_vrrp_max_timer_lateness_seconds", "Largest delay between a VRRP timer's deadline and the timing thread acting on it.", []string{"instance"}, nil)
 	mVRRPDropped     = prometheus.NewDesc("directord_vrrp_adverts_dropped_total", "VRRP adverts dropped, by reason.", []string{"reason"}, nil)
-	mVIP             = prometheus.NewDesc("directord_vip_events_total", "Virtual address events: bound, released, readded (someone removed it), stale_removed, conflicts, announcements, errors.", []string{"event"}, nil)
+	mVIP             = prometheus.NewDesc("directord_vip_events_total", "Virtual address events: bound, released, readded (someone removed it), stale_removed, conflicts (another host answers for a held VIP), reclaimed (another host claimed one and let go: announced again), announcements, errors.", []string{"event"}, nil)
 	mCheckUp         = prometheus.NewDesc("directord_check_up", "1 if the real server's check says up, 0 if down; absent while undecided.", []string{"service", "real"}, nil)
 	mCheckLatency    = prometheus.NewDesc("directord_check_latency_seconds", "Latency of the check's last probe.", []string{"service", "real"}, nil)
 	mIPVSOps         = prometheus.NewDesc("directord_ipvs_reconcile_operations_total", "IPVS operations the kernel accepted.", nil, nil)
@@ -174,7 +174,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		name string
 		v    uint64
 	}{{"bound", vs.Bound}, {"released", vs.Released}, {"readded", vs.Readded}, {"stale_removed", vs.StaleRemoved},
-		{"conflicts", vs.Conflicts}, {"announcements", vs.Announcements}, {"errors", vs.Errors}} {
+		{"conflicts", vs.Conflicts}, {"reclaimed", vs.Reclaimed}, {"announcements", vs.Announcements}, {"errors", vs.Errors}} {
 		counter(mVIP, e.v, e.name)
 	}
 
