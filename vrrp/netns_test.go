@@ -219,6 +219,20 @@ func twoNodes(t *testing.T, lab *netlab.Lab, seg *netlab.Segment, vrrp func(i in
 // so a client that followed the other master's gratuitous ARP during the
 // split comes back.
 func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
+	partitionHeal(t, false)
+}
+
+// The same heal, but lb1 hears again before it can send (its outbound
+// VRRP still dropped): it steps down on lb2's advert and its priority 0
+// is lost, so lb2 hears nothing from the other master. The claim lb1's
+// gratuitous ARP made during the split is what brings the client back:
+// lb2 asks who holds the VIP, nobody else answers, and it announces the
+// VIP again.
+func TestNetnsPartitionLostStepDownReclaimed(t *testing.T) {
+	partitionHeal(t, true)
+}
+
+func partitionHeal(t *testing.T, loseStepDown bool) {
 	lab := netlab.New(t)
 	nodes := twoNodes(t, lab, nil, func(i int) string {
 		return "vrrp:\n  instances:\n" + instanceYAML("VI_1", 51, []int{100, 150}[i], "100ms", "")
@@ -250,11 +264,13 @@ func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 			t.Fatalf("nft %v: %v: %s", args, err, out)
 		}
 	}
-	nft("add table inet partition")
-	nft("add chain inet partition in { type filter hook input priority 0 ; }")
-	nft("add chain inet partition out { type filter hook output priority 0 ; }")
-	nft("add rule inet partition in ip protocol vrrp drop")
-	nft("add rule inet partition out ip protocol vrrp drop")
+	// One table per direction, so a heal can open one and not the other.
+	nft("add table inet partition_in")
+	nft("add chain inet partition_in in { type filter hook input priority 0 ; }")
+	nft("add rule inet partition_in in ip protocol vrrp drop")
+	nft("add table inet partition_out")
+	nft("add chain inet partition_out out { type filter hook output priority 0 ; }")
+	nft("add rule inet partition_out out ip protocol vrrp drop")
 	lb1.waitState("VI_1", "MASTER", 2*time.Second)
 	if s := lb2.stateOf("VI_1"); s != "MASTER" {
 		t.Fatalf("lb2 is %s during the partition, want MASTER (two masters)", s)
@@ -269,7 +285,11 @@ func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 	}
 
 	healed := time.Now()
-	nft("delete table inet partition")
+	if loseStepDown {
+		nft("delete table inet partition_in")
+	} else {
+		nft("delete table inet partition_in; delete table inet partition_out")
+	}
 	down := lb1.waitState("VI_1", "BACKUP", 2*time.Second)
 	took := down.Time.Sub(healed)
 	t.Logf("one master again %v after the partition healed (advert interval %v)", took, interval)
@@ -282,15 +302,37 @@ func TestNetnsPartitionHealsToOneMaster(t *testing.T) {
 	if lb1.hasAddr("192.0.2.50/32") {
 		t.Error("lb1 kept the VIP after stepping down")
 	}
-	// The client's entry is back on lb2 without the client asking.
-	deadline = time.Now().Add(time.Second)
+	// The client's entry is back on lb2 without the client asking: at once
+	// when lb2 heard the other master, or when lb2's probe after its
+	// conflict grace (500 ms from lb1's claim) finds nobody else answering.
+	deadline = time.Now().Add(2 * time.Second)
 	for neighMAC() != lb2.h.MAC().String() {
 		if time.Now().After(deadline) {
 			t.Fatalf("after the heal the client's entry for the VIP is %s, want lb2's %s (no re-announcement)", neighMAC(), lb2.h.MAC())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Logf("client back on lb2 %v after the heal", time.Since(healed).Round(time.Millisecond))
+	back := time.Since(healed)
+	t.Logf("client back on lb2 %v after the heal", back.Round(time.Millisecond))
+	reclaimed := func() (logLine, bool) {
+		for _, l := range lb2.lines() {
+			if strings.HasPrefix(l.Msg, "VIP reclaimed") {
+				return l, true
+			}
+		}
+		return logLine{}, false
+	}
+	switch l, ok := reclaimed(); {
+	case loseStepDown:
+		l = lb2.waitLog(time.Second, func(l logLine) bool { return strings.HasPrefix(l.Msg, "VIP reclaimed") })
+		t.Logf("lb2: %s, %v after the heal", l.Msg, l.Time.Sub(healed).Round(time.Millisecond))
+	case ok:
+		// Even one nftables transaction unhooks input and output one
+		// after the other: lb1 may hear lb2 before its step-down can leave.
+		t.Logf("lb1's step-down was lost in the heal; lb2 reclaimed the VIP %v after it", l.Time.Sub(healed).Round(time.Millisecond))
+	case back > 400*time.Millisecond:
+		t.Errorf("the client came back %v after the heal, not at once and not by a reclaim", back)
+	}
 }
 
 // Unicast mode: adverts go to the configured peers only, and adverts from
