@@ -118,9 +118,9 @@ type Manager struct {
 	links        map[string]*link
 	lastConflict map[conflictKey]time.Time
 	lastReclaim  map[conflictKey]time.Time
-	// probing holds the claims whose probe is out: a claim from the same
-	// MAC meanwhile is its answer.
-	probing map[conflictKey]*claimProbe
+	// probing holds the addresses whose probe is out: a claim from
+	// another host meanwhile is its answer.
+	probing map[probeKey]*claimProbe
 	// repairErr remembers the last repair failure per address, so a
 	// persistent one is logged once, not every GuardInterval.
 	repairErr map[Address]string
@@ -148,7 +148,14 @@ type conflictKey struct {
 	mac string
 }
 
-type claimProbe struct{ answered bool }
+type probeKey struct {
+	ip     netip.Addr
+	ifname string
+}
+
+// claimProbe is a probe out for a held address: answer is the first
+// other host that claimed the address since it was sent.
+type claimProbe struct{ answer net.HardwareAddr }
 
 // New starts a manager. Addresses an earlier run left bound (listed in the
 // state file) are removed first, so nothing is held that no owner acquired.
@@ -186,7 +193,7 @@ func New(cfg Config) (*Manager, error) {
 		links:        map[string]*link{},
 		lastConflict: map[conflictKey]time.Time{},
 		lastReclaim:  map[conflictKey]time.Time{},
-		probing:      map[conflictKey]*claimProbe{},
+		probing:      map[probeKey]*claimProbe{},
 		repairErr:    map[Address]string{},
 	}
 	if err := m.removeStale(); err != nil {
@@ -714,15 +721,17 @@ func (m *Manager) announce(o *owner, only []Address) {
 // onClaim sees every ARP packet and neighbour advertisement on the links. A
 // claim for a VIP we hold, on the VIP's interface, from a MAC that is not
 // the interface's, counts if we still hold the address ConflictGrace
-// later; a claim while a probe for that VIP and MAC is out answers it.
+// later; a claim while a probe for that VIP is out answers it.
 func (m *Manager) onClaim(l *link, c claim) {
 	if bytes.Equal(c.mac, l.ifi.HardwareAddr) {
 		return
 	}
 	m.mu.Lock()
 	o, _ := m.holdingLocked(c.ip, l.ifi.Name)
-	if p, ok := m.probing[conflictKey{c.ip, c.mac.String()}]; ok && o != nil {
-		p.answered = true
+	if p, ok := m.probing[probeKey{c.ip, l.ifi.Name}]; ok && o != nil {
+		if p.answer == nil {
+			p.answer = c.mac
+		}
 		o = nil
 	}
 	m.mu.Unlock()
@@ -751,20 +760,20 @@ func (m *Manager) holdingLocked(ip netip.Addr, ifname string) (*owner, Address) 
 func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 	m.mu.Lock()
 	o, a := m.holdingLocked(c.ip, ifname)
-	key := conflictKey{c.ip, c.mac.String()}
+	pk := probeKey{c.ip, ifname}
 	if o == nil || o != was || m.closed {
 		// Released meanwhile: a handover, not a conflict.
 		m.mu.Unlock()
 		return
 	}
-	if _, ok := m.probing[key]; ok {
+	if _, ok := m.probing[pk]; ok {
 		m.mu.Unlock()
 		return // the probe out answers for this claim too
 	}
 	l, err := m.linkFor(ifname)
 	if err != nil || l == nil {
 		// No way to ask: the claim stands.
-		report := m.dueLocked(key, true)
+		report := m.dueLocked(conflictKey{c.ip, c.mac.String()}, true)
 		m.mu.Unlock()
 		if report {
 			m.reportConflict(o.name, a, c.mac)
@@ -772,7 +781,7 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 		return
 	}
 	p := &claimProbe{}
-	m.probing[key] = p
+	m.probing[pk] = p
 	m.wg.Add(1)
 	m.mu.Unlock()
 	go func() {
@@ -782,22 +791,27 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 			sleep(o.ctx, m.cfg.ConflictProbeWait)
 		}
 		m.mu.Lock()
-		delete(m.probing, key)
+		delete(m.probing, pk)
 		now, _ := m.holdingLocked(c.ip, ifname)
 		held := now == o && !m.closed && o.ctx.Err() == nil
-		answered, ann := p.answered, o.ann
-		report := held && m.dueLocked(key, answered || err != nil)
+		// A conflict names the host that answered, a reclaim the one
+		// that claimed.
+		mac, answered, ann := c.mac, p.answer != nil, o.ann
+		if answered {
+			mac = p.answer
+		}
+		report := held && m.dueLocked(conflictKey{c.ip, mac.String()}, answered || err != nil)
 		m.mu.Unlock()
 		switch {
 		case !held:
 		case err != nil:
 			m.fail(o.name, a, fmt.Errorf("probe %s: %w", a, err))
 			if report {
-				m.reportConflict(o.name, a, c.mac)
+				m.reportConflict(o.name, a, mac)
 			}
 		case answered:
 			if report {
-				m.reportConflict(o.name, a, c.mac)
+				m.reportConflict(o.name, a, mac)
 			}
 		default:
 			// A DR real server without arp_announce claims the VIP in
@@ -826,6 +840,14 @@ func (m *Manager) dueLocked(key conflictKey, conflict bool) bool {
 	now := time.Now()
 	if t, ok := last[key]; ok && now.Sub(t) < m.cfg.ConflictHoldoff {
 		return false
+	}
+	if len(last) >= 256 {
+		// Claims from many MACs (spoofed, say) must not grow it for ever.
+		for k, t := range last {
+			if now.Sub(t) >= m.cfg.ConflictHoldoff {
+				delete(last, k)
+			}
+		}
 	}
 	last[key] = now
 	return true
