@@ -36,12 +36,15 @@ func Call(path string, req Request, timeout time.Duration) (Response, error) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return Response{}, fmt.Errorf("send to directord: %w", err)
-	}
+	// A refused client may find the daemon's answer waiting and the
+	// connection closed before its request is written: read it anyway.
+	sendErr := json.NewEncoder(c).Encode(req)
 	var r Response
 	if err := json.NewDecoder(c).Decode(&r); err != nil {
-		if errors.Is(err, io.EOF) {
+		switch {
+		case sendErr != nil:
+			return Response{}, fmt.Errorf("send to directord: %w", sendErr)
+		case errors.Is(err, io.EOF):
 			return Response{}, errors.New("directord closed the connection without an answer")
 		}
 		return Response{}, fmt.Errorf("read directord's answer: %w", err)
@@ -61,12 +64,13 @@ func Events(path string, stop <-chan struct{}, fn func(Event) bool) error {
 		<-stop
 		c.Close()
 	}()
-	if err := json.NewEncoder(c).Encode(Request{Command: CmdEvents}); err != nil {
-		return fmt.Errorf("send to directord: %w", err)
-	}
+	sendErr := json.NewEncoder(c).Encode(Request{Command: CmdEvents})
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	if !sc.Scan() {
+		if sendErr != nil {
+			return fmt.Errorf("send to directord: %w", sendErr)
+		}
 		return errors.New("directord closed the connection without an answer")
 	}
 	var r Response

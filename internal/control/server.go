@@ -144,28 +144,33 @@ func (s *Server) Close() error {
 	return err
 }
 
-// peerAllowed lets root and the daemon's own user in.
-func peerAllowed(c *net.UnixConn) (bool, error) {
+// peerCred returns the credentials of the process at the other end.
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return false, err
+		return nil, err
 	}
-	if cerr != nil {
-		return false, cerr
-	}
-	return cred.Uid == 0 || int(cred.Uid) == os.Getuid(), nil
+	return cred, cerr
 }
 
 func (s *Server) serve(c *net.UnixConn) {
 	enc := json.NewEncoder(c)
-	if ok, err := peerAllowed(c); err != nil || !ok {
+	// Root and the daemon's own user only.
+	cred, err := peerCred(c)
+	switch {
+	case err != nil:
+		s.log.Warn("control socket: refused a client whose credentials cannot be read", "error", err)
+		_ = enc.Encode(Response{Error: "permission denied: the control socket is for root"})
+		return
+	case cred.Uid != 0 && int(cred.Uid) != os.Getuid():
+		s.log.Warn("control socket: refused a client that is not root", "uid", cred.Uid, "pid", cred.Pid)
 		_ = enc.Encode(Response{Error: "permission denied: the control socket is for root"})
 		return
 	}
