@@ -173,11 +173,16 @@ type instance struct {
 	scriptUp  map[string]bool
 	serviceUp map[string]bool
 
-	ownFault   string // why tracking faults this instance; "" = healthy
-	faulted    bool   // what the machine was last told
-	vipsHeld   bool
-	peers      []netip.Addr
-	sent, recv atomic.Uint64
+	ownFault string // why tracking faults this instance; "" = healthy
+	faulted  bool   // what the machine was last told
+	vipsHeld bool
+	peers    []netip.Addr
+	// oldUnicastSum: a unicast peer sums its VRRPv3 adverts with
+	// 224.0.0.18 in the pseudo-header (keepalived 1.3.6 and older), so
+	// this instance accepts that and sums its own the same way, as
+	// keepalived does when it meets one.
+	oldUnicastSum bool
+	sent, recv    atomic.Uint64
 	// late is the largest timer lateness seen, in nanoseconds.
 	late       atomic.Int64
 	lateLogged int64 // the maximum last logged
@@ -275,6 +280,22 @@ func (e *Engine) newInstance(c config.Instance, group string) *instance {
 		e.vipAddrs[va.Address.Addr()] = true
 	}
 	return in
+}
+
+// oldSumPossible says whether an advert that failed its checksum may carry
+// old keepalived's unicast one: VRRPv3 over IPv4, to this instance's
+// unicast peers, summed per the RFC here.
+func (in *instance) oldSumPossible(b []byte, dst netip.Addr) bool {
+	return !in.v6 && in.mode == ChecksumRFC && len(in.peers) > 0 && len(b) > 0 && b[0]>>4 == 3 && dst.Unmap() != groupV4
+}
+
+// sumDst is the destination address the checksum of an advert to dst
+// covers.
+func (in *instance) sumDst(dst netip.Addr) netip.Addr {
+	if in.oldUnicastSum && !in.v6 {
+		return groupV4
+	}
+	return dst
 }
 
 // setAddresses takes c's virtual addresses and announcement schedule: the
@@ -644,7 +665,16 @@ func (e *Engine) handle(r received) {
 		return
 	}
 	a := &e.rxAdvert
-	if reason := ParseInto(a, r.data, r.src, r.dst, in.mode); reason != DropNone {
+	reason := ParseInto(a, r.data, r.src, r.dst, in.mode)
+	if reason == DropBadChecksum && in.oldSumPossible(r.data, r.dst) && ParseInto(a, r.data, r.src, groupV4, in.mode) == DropNone {
+		reason = DropNone
+		if !in.oldUnicastSum {
+			in.oldUnicastSum = true
+			e.log.Warn("VRRP peer sums its unicast adverts over 224.0.0.18, as keepalived 1.3.6 and older did: accepting them and sending ours the same way until restart",
+				"instance", in.name, "peer", r.src)
+		}
+	}
+	if reason != DropNone {
 		e.drop(reason, &r)
 		return
 	}
@@ -709,7 +739,7 @@ func (e *Engine) send(in *instance, prio uint8, periodic bool) {
 // sendNow sends in's advert (its current priority) to every destination.
 func (e *Engine) sendNow(in *instance, t *transport, dsts []netip.Addr) {
 	for _, dst := range dsts {
-		b, err := in.advert.AppendMarshal(in.sendBuf[:0], in.src, dst, in.mode)
+		b, err := in.advert.AppendMarshal(in.sendBuf[:0], in.src, in.sumDst(dst), in.mode)
 		if err != nil {
 			e.log.Error("cannot encode VRRP advert", "instance", in.name, "error", err)
 			return

@@ -31,6 +31,11 @@ type kaConf struct {
 	priority int    // priority
 	advert   string // advert_int in keepalived's syntax: "1", "0.1"
 	password string // auth_pass for auth_type PASS; "" = no authentication
+	// unicastPeer, if set, makes adverts unicast to it (unicast_peer),
+	// and oldChecksum sums them as keepalived 1.3.6 and older did
+	// (old_unicast_checksum: over 224.0.0.18).
+	unicastPeer string
+	oldChecksum bool
 }
 
 // kaConfig renders a VRRP-only keepalived.conf: one instance VI_1 on eth0,
@@ -42,6 +47,12 @@ func kaConfig(c kaConf) string {
 	var auth string
 	if c.password != "" {
 		auth = fmt.Sprintf("    authentication {\n        auth_type PASS\n        auth_pass %s\n    }\n", c.password)
+	}
+	if c.unicastPeer != "" {
+		auth += fmt.Sprintf("    unicast_peer {\n        %s\n    }\n", c.unicastPeer)
+	}
+	if c.oldChecksum {
+		auth += "    old_unicast_checksum\n"
 	}
 	return fmt.Sprintf(`global_defs {
     router_id ka
@@ -309,6 +320,25 @@ var kaFlavours = []kaInterop{
 		elect:    3 * time.Second,
 		settle:   500 * time.Millisecond,
 	},
+	{
+		name:     "v3_unicast",
+		ka:       kaConf{version: 3, advert: "0.1", unicastPeer: "192.0.2.11"},
+		interval: "100ms",
+		extra:    "      version: 3\n      unicast_peers: [192.0.2.12]\n",
+		elect:    3 * time.Second,
+		settle:   500 * time.Millisecond,
+	},
+	{
+		// A keepalived of RHEL 7's vintage: unicast VRRPv3 summed over
+		// 224.0.0.18. directord notices it on the first advert and sums
+		// its own the same way (keepalived configured so accepts no other).
+		name:     "v3_unicast_old_checksum",
+		ka:       kaConf{version: 3, advert: "0.1", unicastPeer: "192.0.2.11", oldChecksum: true},
+		interval: "100ms",
+		extra:    "      version: 3\n      unicast_peers: [192.0.2.12]\n",
+		elect:    3 * time.Second,
+		settle:   500 * time.Millisecond,
+	},
 }
 
 // kaPair is one directord (lb1, 192.0.2.11) and one keepalived (ka1,
@@ -372,12 +402,21 @@ func (p *kaPair) steady(t *testing.T, ddState, kaState string) {
 func (p *kaPair) checkClean(t *testing.T) {
 	t.Helper()
 	kaAddr := p.ka.h.IPv4().String()
+	oldSum := 0
 	for _, run := range append(p.ddRuns, p.dd.proc) {
 		for _, l := range (&node{t: t, proc: run}).lines() {
 			if l.Msg == "VRRP advert dropped" && l.Src == kaAddr {
 				t.Errorf("directord dropped keepalived's advert: reason %s", l.Reason)
 			}
+			if strings.HasPrefix(l.Msg, "VRRP peer sums its unicast adverts over 224.0.0.18") {
+				oldSum++
+			}
 		}
+	}
+	// Every run that heard keepalived noticed its old checksum (one line
+	// per run), or none did.
+	if want := map[bool]int{true: len(p.ddRuns) + 1}[p.f.ka.oldChecksum]; oldSum != want {
+		t.Errorf("directord logged keepalived's old unicast checksum %d times over %d runs, want %d", oldSum, len(p.ddRuns)+1, want)
 	}
 	for _, l := range p.ka.rxErrors() {
 		t.Errorf("keepalived rejected directord's advert: %s", l)

@@ -125,7 +125,7 @@ func (e *Engine) sendTimed(in *instance, t *transport, dsts []netip.Addr, now ti
 	// Same adverts as queued? Otherwise what is queued goes first.
 	same := q.ifindex == in.ifi.Index && q.src == in.src && slices.Equal(q.dsts, dsts) && len(q.pkts) == len(dsts)
 	for i, dst := range dsts {
-		b, err := in.advert.AppendMarshal(in.sendBuf[:0], in.src, dst, in.mode)
+		b, err := in.advert.AppendMarshal(in.sendBuf[:0], in.src, in.sumDst(dst), in.mode)
 		if err != nil {
 			return false
 		}
@@ -140,7 +140,7 @@ func (e *Engine) sendTimed(in *instance, t *transport, dsts []netip.Addr, now ti
 		q.dsts = append(q.dsts[:0], dsts...)
 		q.pkts = q.pkts[:0]
 		for _, dst := range dsts {
-			b, err := in.advert.AppendMarshal(nil, in.src, dst, in.mode)
+			b, err := in.advert.AppendMarshal(nil, in.src, in.sumDst(dst), in.mode)
 			if err != nil {
 				return false
 			}
