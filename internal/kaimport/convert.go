@@ -622,6 +622,9 @@ func (c *conv) instance(s *stmt, members map[string]*groupInfo) {
 			if v, ok := c.secondsArg(k, 0); ok {
 				preemptDelay, preemptDelayAt = v, k
 			}
+		case "old_unicast_checksum":
+			// directord notices a peer's old unicast checksum by itself
+			// and answers in kind (docs/vrrp.md, Checksums).
 		case "accept":
 			t := true
 			in.Accept = &t

@@ -38,6 +38,17 @@ func TestVersionFollowsKeepalivedDefaults(t *testing.T) {
 	}
 }
 
+// old_unicast_checksum needs no key: directord detects a peer's old
+// unicast checksum and answers in kind.
+func TestOldUnicastChecksumNeedsNothing(t *testing.T) {
+	_, notes := convertValid(t, vrrpOnly("version 3\nunicast_peer {\n 192.0.2.12\n}\nold_unicast_checksum"))
+	for _, n := range notes {
+		if strings.Contains(n.Option, "old_unicast_checksum") {
+			t.Errorf("note %v", n)
+		}
+	}
+}
+
 // advert_int is seconds with a fraction; VRRPv2 carries whole seconds, v3
 // centiseconds.
 func TestAdvertIntervalFitsTheVersion(t *testing.T) {
