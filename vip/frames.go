@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
@@ -114,10 +115,13 @@ func dadProbe(src net.HardwareAddr, vip netip.Addr) ([]byte, error) {
 	return ipv6Frame(dstMAC, src, netip.IPv6Unspecified(), group, ns)
 }
 
-// claim is a host saying "ip is at mac" on the wire.
+// claim is a host saying "ip is at mac" on the wire, to the frame's
+// destination (broadcast, multicast, or one host: an answer to a probe).
 type claim struct {
 	ip  netip.Addr
 	mac net.HardwareAddr
+	to  net.HardwareAddr
+	at  time.Time // when it was seen
 }
 
 // parseClaim extracts the claim an ARP packet or a neighbour advertisement
@@ -138,7 +142,7 @@ func parseClaim(frame []byte) (claim, error) {
 		if !p.SenderIP.Is4() || p.SenderIP.IsUnspecified() {
 			return claim{}, errNotAnnouncement
 		}
-		return claim{ip: p.SenderIP, mac: p.SenderHardwareAddr}, nil
+		return claim{ip: p.SenderIP, mac: p.SenderHardwareAddr, to: f.Destination}, nil
 	case ethernet.EtherTypeIPv6:
 		b := f.Payload
 		if len(b) < ipv6HeaderLen || b[0]>>4 != 6 || b[6] != protoICMPv6 {
@@ -156,7 +160,7 @@ func parseClaim(frame []byte) (claim, error) {
 		if !ok {
 			return claim{}, errNotAnnouncement
 		}
-		c := claim{ip: na.TargetAddress, mac: f.Source}
+		c := claim{ip: na.TargetAddress, mac: f.Source, to: f.Destination}
 		for _, o := range na.Options {
 			if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == ndp.Target {
 				c.mac = lla.Addr

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"golang.org/x/net/bpf"
 )
@@ -204,16 +205,32 @@ func TestParseClaim(t *testing.T) {
 		}
 		return b
 	}
+	// A holder's answer to an ARP probe: a reply to the prober's MAC and
+	// to 0.0.0.0, as Linux sends it.
+	prober := mustMAC("02:00:00:00:00:0b")
+	p, err := arp.NewPacket(arp.OperationReply, mac, v4, prober, netip.IPv4Unspecified())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := p.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeAnswer, err := ethFrame(prober, mac, ethernet.EtherTypeARP, pb)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name  string
 		frame []byte
 		want  claim
 		ok    bool
 	}{
-		{"gratuitous request", build(garpRequest, v4), claim{v4, mac}, true},
-		{"gratuitous reply", build(garpReply, v4), claim{v4, mac}, true},
+		{"gratuitous request", build(garpRequest, v4), claim{ip: v4, mac: mac, to: ethernet.Broadcast}, true},
+		{"gratuitous reply", build(garpReply, v4), claim{ip: v4, mac: mac, to: ethernet.Broadcast}, true},
+		{"answer to a probe, to the prober alone", probeAnswer, claim{ip: v4, mac: mac, to: prober}, true},
 		{"probe claims nothing", build(arpProbe, v4), claim{}, false},
-		{"unsolicited NA", build(unsolicitedNA, v6), claim{v6, mac}, true},
+		{"unsolicited NA", build(unsolicitedNA, v6), claim{ip: v6, mac: mac, to: allNodesMAC}, true},
 		{"DAD solicitation claims nothing", build(dadProbe, v6), claim{}, false},
 		{"truncated", build(garpRequest, v4)[:20], claim{}, false},
 		{"garbage", []byte{1, 2, 3}, claim{}, false},
@@ -223,8 +240,8 @@ func TestParseClaim(t *testing.T) {
 			t.Errorf("%s: err = %v, want ok=%v", tt.name, err, tt.ok)
 			continue
 		}
-		if tt.ok && (got.ip != tt.want.ip || !bytes.Equal(got.mac, tt.want.mac)) {
-			t.Errorf("%s: claim %v at %v, want %v at %v", tt.name, got.ip, got.mac, tt.want.ip, tt.want.mac)
+		if tt.ok && (got.ip != tt.want.ip || !bytes.Equal(got.mac, tt.want.mac) || !bytes.Equal(got.to, tt.want.to)) {
+			t.Errorf("%s: claim %v at %v to %v, want %v at %v to %v", tt.name, got.ip, got.mac, got.to, tt.want.ip, tt.want.mac, tt.want.to)
 		}
 	}
 }

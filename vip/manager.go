@@ -121,6 +121,9 @@ type Manager struct {
 	// probing holds the addresses whose probe is out: a claim from
 	// another host meanwhile is its answer.
 	probing map[probeKey]*claimProbe
+	// told is when another host last claimed a held address to all
+	// (broadcast or multicast), so that hosts may have learnt its MAC.
+	told map[probeKey]time.Time
 	// repairErr remembers the last repair failure per address, so a
 	// persistent one is logged once, not every GuardInterval.
 	repairErr map[Address]string
@@ -194,6 +197,7 @@ func New(cfg Config) (*Manager, error) {
 		lastConflict: map[conflictKey]time.Time{},
 		lastReclaim:  map[conflictKey]time.Time{},
 		probing:      map[probeKey]*claimProbe{},
+		told:         map[probeKey]time.Time{},
 		repairErr:    map[Address]string{},
 	}
 	if err := m.removeStale(); err != nil {
@@ -726,9 +730,14 @@ func (m *Manager) onClaim(l *link, c claim) {
 	if bytes.Equal(c.mac, l.ifi.HardwareAddr) {
 		return
 	}
+	c.at = time.Now()
+	pk := probeKey{c.ip, l.ifi.Name}
 	m.mu.Lock()
 	o, _ := m.holdingLocked(c.ip, l.ifi.Name)
-	if p, ok := m.probing[probeKey{c.ip, l.ifi.Name}]; ok && o != nil {
+	if o != nil && !bytes.Equal(c.to, l.ifi.HardwareAddr) {
+		m.told[pk] = c.at
+	}
+	if p, ok := m.probing[pk]; ok && o != nil {
 		if p.answer == nil {
 			p.answer = c.mac
 		}
@@ -800,7 +809,13 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 		if answered {
 			mac = p.answer
 		}
-		report := held && m.dueLocked(conflictKey{c.ip, mac.String()}, answered || err != nil)
+		// Only a claim made to all can have taught hosts the other MAC:
+		// one made to this node alone (an answer to its probe before it
+		// bound the address, from a master then stepping down) cannot.
+		t, ok := m.told[pk]
+		toAll := ok && !t.Before(c.at)
+		delete(m.told, pk)
+		report := held && (answered || err != nil || toAll) && m.dueLocked(conflictKey{c.ip, mac.String()}, answered || err != nil)
 		m.mu.Unlock()
 		switch {
 		case !held:
@@ -813,6 +828,9 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 			if report {
 				m.reportConflict(o.name, a, mac)
 			}
+		case !toAll:
+			m.log.Debug("another host claimed this address to this node alone and no longer answers for it",
+				"instance", o.name, "vip", a.Prefix, "interface", a.Interface, "mac", c.mac.String())
 		default:
 			// A DR real server without arp_announce claims the VIP in
 			// its own ARP requests, again and again: announce each time,

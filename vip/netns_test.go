@@ -675,6 +675,48 @@ func TestNetnsClaimDuringHandbackIsNoConflict(t *testing.T) {
 	}
 }
 
+// A claim made to this node alone (a master stepping down answers the
+// probe sent before the VIP is bound, and releases it a moment later)
+// taught no other host anything: when nobody answers the probe after the
+// grace, the VIP is neither reported nor announced again.
+func TestNetnsClaimToThisNodeAloneIsNotReclaimed(t *testing.T) {
+	a, b, client := newLab(t)
+	capt := startCapture(t, client)
+	pb := startHelper(t, b, spec{StateDir: t.TempDir(), Addrs: vipAddrs(), Repeat: 1})
+	sendFrame(t, a, vip4, func(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
+		p, err := arp.NewPacket(arp.OperationReply, mac, ip, b.MAC(), netip.IPv4Unspecified())
+		if err != nil {
+			return nil, err
+		}
+		pl, err := p.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		return ethFrame(b.MAC(), mac, ethernet.EtherTypeARP, pl)
+	})
+	// Past the grace and the probe's wait, with room to spare.
+	time.Sleep(1500 * time.Millisecond)
+	garps, probes := 0, 0
+	for _, f := range decode(capt.stop()) {
+		switch {
+		case !bytes.Equal(f.src, b.MAC()) || f.arp == nil || f.arp.TargetIP.String() != vip4:
+		case f.arp.SenderIP.String() == vip4 && f.arp.Operation == arp.OperationRequest:
+			garps++
+		case f.arp.SenderIP.IsUnspecified():
+			probes++
+		}
+	}
+	if garps != 1 || probes != 2 {
+		t.Errorf("B sent %d gratuitous ARP requests for %s (want 1, as it took it) and %d probes (want 2: before taking it, and after the claim)", garps, vip4, probes)
+	}
+	for _, kind := range []string{"reclaimed", "conflict"} {
+		if es := findEvents(pb, kind, ""); len(es) != 0 {
+			t.Errorf("%s events for a claim made to B alone and withdrawn: %+v", kind, es)
+		}
+	}
+	stopHelper(t, pb)
+}
+
 // sendGARP makes host h announce ip as a second master would.
 func sendGARP(t *testing.T, h *netlab.Host, ip string) {
 	t.Helper()
