@@ -168,9 +168,24 @@ func (n *node) waitState(instance, state string, d time.Duration) logLine {
 			return ts[len(ts)-1]
 		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("%s: %s not %s within %v (last: %q); output:\n%s", n.name, instance, state, d, n.stateOf(instance), n.proc.Output())
+			last := n.stateOf(instance)
+			n.dump()
+			n.t.Fatalf("%s: %s not %s within %v (last: %q); output, ending with its goroutines:\n%s", n.name, instance, state, d, last, n.proc.Output())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// dump makes a directord that is still running print every goroutine's
+// stack and exit (SIGQUIT), so a failure shows where it was.
+func (n *node) dump() {
+	select {
+	case <-n.proc.Done():
+		return
+	default:
+	}
+	if n.proc.Signal(syscall.SIGQUIT) == nil {
+		_ = n.proc.Wait(5 * time.Second)
 	}
 }
 
