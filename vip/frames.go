@@ -122,6 +122,9 @@ type claim struct {
 	mac net.HardwareAddr
 	to  net.HardwareAddr
 	at  time.Time // when it was seen
+	// reply: an ARP reply or an NA, the forms a holder answers a probe
+	// with (a request only asks, whatever its sender address says).
+	reply bool
 }
 
 // parseClaim extracts the claim an ARP packet or a neighbour advertisement
@@ -142,7 +145,7 @@ func parseClaim(frame []byte) (claim, error) {
 		if !p.SenderIP.Is4() || p.SenderIP.IsUnspecified() {
 			return claim{}, errNotAnnouncement
 		}
-		return claim{ip: p.SenderIP, mac: p.SenderHardwareAddr, to: f.Destination}, nil
+		return claim{ip: p.SenderIP, mac: p.SenderHardwareAddr, to: f.Destination, reply: p.Operation == arp.OperationReply}, nil
 	case ethernet.EtherTypeIPv6:
 		b := f.Payload
 		if len(b) < ipv6HeaderLen || b[0]>>4 != 6 || b[6] != protoICMPv6 {
@@ -160,7 +163,7 @@ func parseClaim(frame []byte) (claim, error) {
 		if !ok {
 			return claim{}, errNotAnnouncement
 		}
-		c := claim{ip: na.TargetAddress, mac: f.Source, to: f.Destination}
+		c := claim{ip: na.TargetAddress, mac: f.Source, to: f.Destination, reply: true}
 		for _, o := range na.Options {
 			if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == ndp.Target {
 				c.mac = lla.Addr

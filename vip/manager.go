@@ -124,6 +124,9 @@ type Manager struct {
 	// told is when another host last claimed a held address to all
 	// (broadcast or multicast), so that hosts may have learnt its MAC.
 	told map[probeKey]time.Time
+	// ownProbe is when Acquire probed an address before binding it: an
+	// answer to that probe is followed by this node's announcements.
+	ownProbe map[probeKey]time.Time
 	// repairErr remembers the last repair failure per address, so a
 	// persistent one is logged once, not every GuardInterval.
 	repairErr map[Address]string
@@ -159,6 +162,11 @@ type probeKey struct {
 // claimProbe is a probe out for a held address: answer is the first
 // other host that claimed the address since it was sent.
 type claimProbe struct{ answer net.HardwareAddr }
+
+// ownProbeAnswer is how soon after the probe sent before binding a reply
+// counts as its answer. Short: a claim taken for an answer by mistake is
+// not announced over, while an answer late past it only costs a reclaim.
+const ownProbeAnswer = 50 * time.Millisecond
 
 // New starts a manager. Addresses an earlier run left bound (listed in the
 // state file) are removed first, so nothing is held that no owner acquired.
@@ -198,6 +206,7 @@ func New(cfg Config) (*Manager, error) {
 		lastReclaim:  map[conflictKey]time.Time{},
 		probing:      map[probeKey]*claimProbe{},
 		told:         map[probeKey]time.Time{},
+		ownProbe:     map[probeKey]time.Time{},
 		repairErr:    map[Address]string{},
 	}
 	if err := m.removeStale(); err != nil {
@@ -447,7 +456,9 @@ func (m *Manager) Acquire(name string, addrs []Address, ann Announce) error {
 	}
 
 	// Probe before binding: a host that still holds the address answers,
-	// and its answer is reported as a conflict once the address is ours.
+	// and its answer is checked like any claim once the address is ours
+	// (a conflict if it still answers later); the answer went to this
+	// node alone, or to all just before this node's own announcements.
 	for _, a := range added {
 		l, err := m.linkFor(a.Interface)
 		if err != nil {
@@ -456,6 +467,7 @@ func (m *Manager) Acquire(name string, addrs []Address, ann Announce) error {
 		if l == nil {
 			continue
 		}
+		m.ownProbe[probeKey{a.Prefix.Addr(), a.Interface}] = time.Now()
 		if err := l.probe(a.Prefix.Addr()); err != nil {
 			m.fail(name, a, fmt.Errorf("probe %s: %w", a, err))
 		}
@@ -734,10 +746,13 @@ func (m *Manager) onClaim(l *link, c claim) {
 	pk := probeKey{c.ip, l.ifi.Name}
 	m.mu.Lock()
 	o, _ := m.holdingLocked(c.ip, l.ifi.Name)
-	if o != nil && !bytes.Equal(c.to, l.ifi.HardwareAddr) {
+	// A DAD answer goes to all nodes, but one to the probe sent before
+	// binding is followed by this node's own announcements.
+	answersOwn := c.reply && c.at.Sub(m.ownProbe[pk]) < ownProbeAnswer
+	if o != nil && !bytes.Equal(c.to, l.ifi.HardwareAddr) && !answersOwn {
 		m.told[pk] = c.at
 	}
-	if p, ok := m.probing[pk]; ok && o != nil {
+	if p, ok := m.probing[pk]; ok && o != nil && c.reply {
 		if p.answer == nil {
 			p.answer = c.mac
 		}
@@ -812,18 +827,19 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 		// Only a claim made to all can have taught hosts the other MAC:
 		// one made to this node alone (an answer to its probe before it
 		// bound the address, from a master then stepping down) cannot.
+		// A mark older than this claim belongs to an episode already
+		// decided; a later one (a claim still in its grace) is kept.
 		t, ok := m.told[pk]
 		toAll := ok && !t.Before(c.at)
-		delete(m.told, pk)
-		report := held && (answered || err != nil || toAll) && m.dueLocked(conflictKey{c.ip, mac.String()}, answered || err != nil)
+		report := held && (answered || toAll) && m.dueLocked(conflictKey{c.ip, mac.String()}, answered)
 		m.mu.Unlock()
+		if err != nil {
+			// Nobody could answer: decide as if nobody did.
+			m.dropLink(l)
+			m.fail(o.name, a, fmt.Errorf("probe %s: %w", a, err))
+		}
 		switch {
 		case !held:
-		case err != nil:
-			m.fail(o.name, a, fmt.Errorf("probe %s: %w", a, err))
-			if report {
-				m.reportConflict(o.name, a, mac)
-			}
 		case answered:
 			if report {
 				m.reportConflict(o.name, a, mac)

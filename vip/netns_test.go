@@ -538,6 +538,9 @@ func TestNetnsClaimLetGoIsReclaimed(t *testing.T) {
 		t.Fatalf("client reaches %s at %s, want B's %s", vip4, mac, b.MAC())
 	}
 	capt := startCapture(t, client)
+	// Well past the moment a reply counts as the answer to B's probe
+	// before binding (ownProbeAnswer).
+	time.Sleep(2 * ownProbeAnswer)
 	claimed := time.Now()
 	sendGARP(t, a, vip4)
 	sendNA(t, a, vip6)

@@ -666,13 +666,9 @@ func (e *Engine) handle(r received) {
 	}
 	a := &e.rxAdvert
 	reason := ParseInto(a, r.data, r.src, r.dst, in.mode)
+	oldSum := false
 	if reason == DropBadChecksum && in.oldSumPossible(r.data, r.dst) && ParseInto(a, r.data, r.src, groupV4, in.mode) == DropNone {
-		reason = DropNone
-		if !in.oldUnicastSum {
-			in.oldUnicastSum = true
-			e.log.Warn("VRRP peer sums its unicast adverts over 224.0.0.18, as keepalived 1.3.6 and older did: accepting them and sending ours the same way until restart",
-				"instance", in.name, "peer", r.src)
-		}
+		reason, oldSum = DropNone, true
 	}
 	if reason != DropNone {
 		e.drop(reason, &r)
@@ -681,6 +677,11 @@ func (e *Engine) handle(r received) {
 	if reason := a.Check(r.ttl, in.expect); reason != DropNone {
 		e.drop(reason, &r)
 		return
+	}
+	if oldSum && !in.oldUnicastSum {
+		in.oldUnicastSum = true
+		e.log.Warn("VRRP peer sums its unicast adverts over 224.0.0.18, as keepalived 1.3.6 and older did: accepting them and sending ours the same way until restart",
+			"instance", in.name, "peer", r.src)
 	}
 	in.recv.Add(1)
 	if in.drillHold && in.drillPeerAt.IsZero() && a.Priority > 0 {
