@@ -113,11 +113,12 @@ type Manager struct {
 	log *slog.Logger
 	nl  *netlink.Handle
 
-	mu           sync.Mutex
-	owners       map[string]*owner
-	links        map[string]*link
-	lastConflict map[conflictKey]time.Time
-	lastReclaim  map[conflictKey]time.Time
+	mu     sync.Mutex
+	owners map[string]*owner
+	links  map[string]*link
+	// reported is when a conflict, or a reclaim, was last reported per
+	// address and other MAC (ConflictHoldoff).
+	reported map[reportKey]time.Time
 	// probing holds the addresses whose probe is out: a claim from
 	// another host meanwhile is its answer.
 	probing map[probeKey]*claimProbe
@@ -149,9 +150,10 @@ type owner struct {
 	cancel context.CancelFunc
 }
 
-type conflictKey struct {
-	ip  netip.Addr
-	mac string
+type reportKey struct {
+	ip      netip.Addr
+	mac     string
+	reclaim bool
 }
 
 type probeKey struct {
@@ -197,17 +199,16 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("vip: netlink: %w", err)
 	}
 	m := &Manager{
-		cfg:          cfg,
-		log:          cfg.Log,
-		nl:           nl,
-		owners:       map[string]*owner{},
-		links:        map[string]*link{},
-		lastConflict: map[conflictKey]time.Time{},
-		lastReclaim:  map[conflictKey]time.Time{},
-		probing:      map[probeKey]*claimProbe{},
-		told:         map[probeKey]time.Time{},
-		ownProbe:     map[probeKey]time.Time{},
-		repairErr:    map[Address]string{},
+		cfg:       cfg,
+		log:       cfg.Log,
+		nl:        nl,
+		owners:    map[string]*owner{},
+		links:     map[string]*link{},
+		reported:  map[reportKey]time.Time{},
+		probing:   map[probeKey]*claimProbe{},
+		told:      map[probeKey]time.Time{},
+		ownProbe:  map[probeKey]time.Time{},
+		repairErr: map[Address]string{},
 	}
 	if err := m.removeStale(); err != nil {
 		nl.Close()
@@ -797,7 +798,7 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 	l, err := m.linkFor(ifname)
 	if err != nil || l == nil {
 		// No way to ask: the claim stands.
-		report := m.dueLocked(conflictKey{c.ip, c.mac.String()}, true)
+		report := m.dueLocked(reportKey{c.ip, c.mac.String(), false})
 		m.mu.Unlock()
 		if report {
 			m.reportConflict(o.name, a, c.mac)
@@ -831,7 +832,7 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 		// decided; a later one (a claim still in its grace) is kept.
 		t, ok := m.told[pk]
 		toAll := ok && !t.Before(c.at)
-		report := held && (answered || toAll) && m.dueLocked(conflictKey{c.ip, mac.String()}, answered)
+		report := held && (answered || toAll) && m.dueLocked(reportKey{c.ip, mac.String(), !answered})
 		m.mu.Unlock()
 		if err != nil {
 			// Nobody could answer: decide as if nobody did.
@@ -864,26 +865,22 @@ func (m *Manager) confirmClaim(was *owner, ifname string, c claim) {
 	}()
 }
 
-// dueLocked says whether a conflict (or a reclaim) for key is to be
-// reported: each once per ConflictHoldoff for each address and MAC.
-func (m *Manager) dueLocked(key conflictKey, conflict bool) bool {
-	last := m.lastConflict
-	if !conflict {
-		last = m.lastReclaim
-	}
+// dueLocked says whether the conflict or reclaim key names is to be
+// reported: once per ConflictHoldoff for each address and MAC.
+func (m *Manager) dueLocked(key reportKey) bool {
 	now := time.Now()
-	if t, ok := last[key]; ok && now.Sub(t) < m.cfg.ConflictHoldoff {
+	if t, ok := m.reported[key]; ok && now.Sub(t) < m.cfg.ConflictHoldoff {
 		return false
 	}
-	if len(last) >= 256 {
+	if len(m.reported) >= 256 {
 		// Claims from many MACs (spoofed, say) must not grow it for ever.
-		for k, t := range last {
+		for k, t := range m.reported {
 			if now.Sub(t) >= m.cfg.ConflictHoldoff {
-				delete(last, k)
+				delete(m.reported, k)
 			}
 		}
 	}
-	last[key] = now
+	m.reported[key] = now
 	return true
 }
 

@@ -290,9 +290,9 @@ func (in *instance) oldSumPossible(b []byte, dst netip.Addr) bool {
 }
 
 // sumDst is the destination address the checksum of an advert to dst
-// covers.
+// covers (oldUnicastSum is only ever set on an IPv4 instance).
 func (in *instance) sumDst(dst netip.Addr) netip.Addr {
-	if in.oldUnicastSum && !in.v6 {
+	if in.oldUnicastSum {
 		return groupV4
 	}
 	return dst
