@@ -49,18 +49,7 @@ func reachVIP(t *testing.T, client *netlab.Host) string {
 	if err := client.Ping(ctx, vipAddr); err != nil {
 		t.Fatalf("client cannot reach the VIP: %v", err)
 	}
-	out, err := client.Run(ctx, "ip", "neigh", "show", vipAddr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mac string
-	f := splitFields(string(out))
-	for i := range f {
-		if f[i] == "lladdr" && i+1 < len(f) {
-			mac = f[i+1]
-		}
-	}
-	return mac
+	return neighbourMAC(t, client)
 }
 
 // RFC 5798 6.4: three routers elect the highest priority; only the master
@@ -102,9 +91,33 @@ func TestNetnsMasterKilledNextTakesOverAndPreemptsOnReturn(t *testing.T) {
 	})
 	lb2.waitState("VI_1", "MASTER", 3*time.Second)
 	lb3.waitState("VI_1", "BACKUP", 2*time.Second)
+	// lb3 logs BACKUP just before it releases the VIP, and lb2's
+	// gratuitous ARP may still be on its way: a ping at once can be
+	// answered by lb3. The client's entry must move to lb2 by itself.
+	deadline := time.Now().Add(2 * time.Second)
+	for neighbourMAC(t, client) != lb2.h.MAC().String() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if mac := reachVIP(t, client); mac != lb2.h.MAC().String() {
 		t.Errorf("after preemption the client reaches the VIP at %s, want lb2's %s", mac, lb2.h.MAC())
 	}
+}
+
+// neighbourMAC is the client's neighbour entry for the VIP, without
+// sending anything.
+func neighbourMAC(t *testing.T, client *netlab.Host) string {
+	t.Helper()
+	out, err := client.Run(context.Background(), "ip", "neigh", "show", "192.0.2.50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := splitFields(string(out))
+	for i := range f {
+		if f[i] == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
 }
 
 // RFC 5798 6.4.3: a master that stops sends priority 0, and the backup
@@ -244,19 +257,7 @@ func partitionHeal(t *testing.T, loseStepDown bool) {
 	if mac := reachVIP(t, client); mac != lb2.h.MAC().String() {
 		t.Fatalf("client reaches the VIP at %s, want lb2's %s", mac, lb2.h.MAC())
 	}
-	neighMAC := func() string {
-		out, err := client.Run(context.Background(), "ip", "neigh", "show", "192.0.2.50")
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := splitFields(string(out))
-		for i := range f {
-			if f[i] == "lladdr" && i+1 < len(f) {
-				return f[i+1]
-			}
-		}
-		return ""
-	}
+	neighMAC := func() string { return neighbourMAC(t, client) }
 
 	nft := func(args ...string) {
 		t.Helper()
